@@ -1,0 +1,57 @@
+"""The ``manet-edge`` command line: one typer app, one sub-module per command group.
+
+Each command lives in ``manet_edge/commands/<name>.py`` and exposes ``register(app)``. Those
+modules import only the standard library, typer and light parts of ``manet_edge`` at import
+time, so ``manet-edge --help`` and every sub-command's ``--help`` work with the base install
+(no torch). Heavy libraries are imported inside the command bodies.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="manet-edge",
+    help="MANet chest X-ray toolkit: train, export, run and benchmark the two-stage "
+    "(lung segmentation + mask-attention CNN) classifier.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Order here is the order in `manet-edge --help`.
+_COMMAND_MODULES = (
+    "infer",
+    "export",
+    "engine",
+    "train",
+    "evaluate",
+    "gradcam",
+    "bench",
+    "flops",
+)
+
+for _name in _COMMAND_MODULES:
+    importlib.import_module(f"manet_edge.commands.{_name}").register(app)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+) -> None:
+    if version:
+        from manet_edge import __version__
+
+        typer.echo(f"manet-edge {__version__}")
+        raise typer.Exit(0)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

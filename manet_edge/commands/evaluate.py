@@ -1,0 +1,58 @@
+"""``manet-edge eval seg|cls``: metrics on the saved test split, as a table and as JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    ev = typer.Typer(help="Evaluate trained checkpoints on the saved split (needs the 'train' extra).", no_args_is_help=True)
+
+    @ev.command("seg")
+    def eval_seg(
+        checkpoint: Path = typer.Argument(..., exists=True, dir_okay=False, help="Segmenter checkpoint (.pt)."),
+        data: Path = typer.Option(..., "--data", exists=True, file_okay=False, help="Data root with seg/images, seg/masks."),
+        splits: Path = typer.Option(Path("splits/seg.json"), exists=True, dir_okay=False, help="Split file from training."),
+        split: str = typer.Option("test", help="train, val or test."),
+        json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the full result (per image) as JSON."),
+    ) -> None:
+        """IoU and Dice per class, per source and overall, before and after post-processing."""
+        from manet_edge.fileutil import atomic_write_text
+        from manet_edge.train.evaluate import eval_segmenter, seg_table
+
+        result = eval_segmenter(checkpoint, data, splits, split)
+        typer.echo(seg_table(result))
+        typer.echo(f"paper (512 px ResUNet34, IoU %): {result['paper_iou_percent']}")
+        if json_out:
+            atomic_write_text(json_out, json.dumps(result, indent=1) + "\n")
+
+    @ev.command("cls")
+    def eval_cls(
+        checkpoints: List[Path] = typer.Argument(..., exists=True, dir_okay=False,
+                                                 help="Classifier checkpoints; several seeds are aggregated like Table 2."),
+        data: Path = typer.Option(..., "--data", exists=True, file_okay=False, help="Data root with cls/<class>/."),
+        splits: Path = typer.Option(Path("splits/cls.json"), exists=True, dir_okay=False),
+        split: str = typer.Option("test", help="train, val or test."),
+        segmenter: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
+                                                 help="Override the segmenter recorded in the checkpoint."),
+        cache: Path = typer.Option(Path("runs/cache"), help="Segmented-image cache folder."),
+        json_out: Optional[Path] = typer.Option(None, "--json", help="Also write all reports as JSON."),
+    ) -> None:
+        """Accuracy, per-class precision/recall/F1 (Table 4), confusion matrix (Table 5), runs and mean (Table 2)."""
+        from manet_edge.fileutil import atomic_write_text
+        from manet_edge.train.evaluate import aggregate_runs, cls_tables, eval_classifier, runs_table
+
+        reports = [eval_classifier(c, data, splits, split, cache_dir=cache, segmenter=segmenter) for c in checkpoints]
+        for r in reports:
+            typer.echo(f"\n## {r['model']} seed {r['seed']} ({r['checkpoint']})\n")
+            typer.echo(cls_tables(r))
+        agg = aggregate_runs(reports)
+        typer.echo("\n" + runs_table(agg))
+        if json_out:
+            atomic_write_text(json_out, json.dumps({"reports": reports, "aggregate": agg}, indent=1) + "\n")
+
+    app.add_typer(ev, name="eval")

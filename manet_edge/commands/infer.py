@@ -1,0 +1,217 @@
+"""``manet-edge infer FOLDER``: classify every chest X-ray under a folder (torch-free by default).
+
+Exit codes (also in docs/infer.md):
+  0  every file was classified (rows may still carry plausibility flags, reported as warnings)
+  1  at least one file failed (its row has status=error); the other rows are valid
+  2  nothing was run: bad option, empty folder, missing/incompatible models, unusable or
+     existing output (without --overwrite); no result file was written
+  130 interrupted (Ctrl-C): predictions.csv/json were not written (masks already written stay)
+
+Only the standard library, typer and light manet_edge modules are imported at import time; the
+pipeline (numpy, scikit-image) and the backend library are imported when the command runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from manet_edge.errors import ManetEdgeError
+
+EXIT_OK = 0
+EXIT_FILES_FAILED = 1
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class Backend(str, Enum):
+    """Inference backends (``manet_edge.runtime.BACKENDS``)."""
+
+    onnxruntime = "onnxruntime"
+    openvino = "openvino"
+    torch = "torch"
+    tensorrt = "tensorrt"
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``infer`` command to ``app``."""
+    app.command("infer", no_args_is_help=True)(infer)
+
+
+def infer(
+    folder: Path = typer.Argument(..., exists=True, file_okay=False, dir_okay=True, readable=True,
+                                  help="Folder of chest X-rays (PNG, JPEG, BMP, TIFF, DICOM), walked recursively."),
+    out: Path = typer.Option(Path("manet-edge-results"), "--out", "-o", file_okay=False,
+                             help="Output folder for predictions.csv/json (and masks/, overlays/)."),
+    backend: Backend = typer.Option(Backend.onnxruntime, "--backend", "-b", help="Inference backend."),
+    precision: Optional[str] = typer.Option(
+        None, "--precision", "-p",
+        help="fp32|fp16|bf16|int8 (f32 also accepted). Default: the model's own precision "
+             "(onnxruntime, tensorrt) or fp32 (openvino: set explicitly, never a silent bf16)."),
+    models: Optional[Path] = typer.Option(
+        None, "--models", "-m", exists=True, file_okay=False, dir_okay=True,
+        help="Folder with segmenter.<ext> and classifier.<ext> (.onnx; .pt for torch; .engine for "
+             "tensorrt). Default: the models bundled with manet-edge."),
+    batch: int = typer.Option(1, "--batch", min=1, max=512, help="Images per model call."),
+    save_masks: bool = typer.Option(False, "--save-masks", help="Write masks/<file>.png (0/255, input resolution)."),
+    save_overlays: bool = typer.Option(False, "--save-overlays",
+                                       help="Write overlays/<file>.png (lung outline + predicted class)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1,
+                                          help="Threads per model call (default: the backend's choice)."),
+    workers: int = typer.Option(0, "--workers", min=0,
+                                help="Threads for decoding and pre/post-processing (0: one per core, max 4)."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+) -> None:
+    """Segment the lungs and classify every image under FOLDER (normal, covid, tb, bacterial, viral)."""
+    try:
+        code = run_infer(folder=folder, out=out, backend=backend.value, precision=precision, models=models,
+                         batch=batch, save_masks=save_masks, save_overlays=save_overlays, overwrite=overwrite,
+                         threads=threads, workers=workers, progress=not no_progress)
+    except ManetEdgeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
+    raise typer.Exit(code)
+
+
+def _prepare_output(out: Path) -> bool:
+    """Create ``out`` if needed and prove it is writable; returns whether it was created."""
+    if out.exists() and not out.is_dir():
+        raise ManetEdgeError(f"output path {out} exists and is not a folder; choose another --out")
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise ManetEdgeError(f"output folder {out} is not writable: {exc.strerror or exc}; choose another --out") from exc
+    return created
+
+
+def _remove_if_empty(out: Path) -> None:
+    try:
+        out.rmdir()
+    except OSError:
+        pass
+
+
+def _runner_kwargs(backend: str, threads: int | None) -> dict[str, Any]:
+    if backend == "onnxruntime":
+        return {"threads": threads, "spin": False}
+    if backend in ("openvino", "torch"):
+        return {"threads": threads}
+    return {}
+
+
+def run_infer(*, folder: Path, out: Path, backend: str = "onnxruntime", precision: str | None = None,
+              models: Path | None = None, batch: int = 1, save_masks: bool = False, save_overlays: bool = False,
+              overwrite: bool = False, threads: int | None = None, workers: int = 0, progress: bool = True) -> int:
+    """The ``infer`` command without typer; returns the exit code, raises ManetEdgeError for code 2."""
+    from tqdm import tqdm
+
+    from manet_edge.assets import model_paths
+    from manet_edge.fileutil import check_can_write
+    from manet_edge.pipeline import Pipeline, PipelineConfig, walk_folder
+    from manet_edge.results import PREDICTIONS_CSV, PREDICTIONS_JSON, ArtifactWriter, artifact_names, write_predictions
+    from manet_edge.runtime import backend_info, create_runner, normalise_precision
+
+    folder, out = Path(folder), Path(out)
+    info = backend_info(backend)
+    precision = normalise_precision(precision, backend)
+    seg_path, cls_path = model_paths(models, info.artifact_suffix)
+    config = PipelineConfig(batch=batch, workers=workers, keep_display=save_overlays)
+    files = walk_folder(folder, exclude=[out])
+    if not files:
+        raise ManetEdgeError(f"no files found in {folder} (searched recursively; hidden files are skipped)")
+    writer = None
+    if save_masks or save_overlays:
+        writer = ArtifactWriter(out, artifact_names([f.rel for f in files]), masks=save_masks, overlays=save_overlays)
+    check_can_write([out / PREDICTIONS_CSV, out / PREDICTIONS_JSON, *(writer.planned_paths() if writer else [])],
+                    overwrite)
+    created = _prepare_output(out)
+    kwargs = _runner_kwargs(backend, threads)
+    seg = create_runner(seg_path, backend, precision, name="segmenter", **kwargs)
+    cls = create_runner(cls_path, backend, precision, name="classifier", **kwargs)
+    pipeline = Pipeline(seg, cls, config)
+    try:
+        pipeline.activate()
+    except ManetEdgeError:
+        if created:
+            _remove_if_empty(out)
+        raise
+
+    bar = tqdm(total=len(files), unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True,
+               desc="infer")
+    counts = {"ok": 0, "failed": 0, "flagged": 0}
+
+    def on_result(r) -> None:
+        if r.ok:
+            counts["ok"] += 1
+        else:
+            counts["failed"] += 1
+            bar.write(f"error: {r.file}: {r.error}", file=sys.stderr)
+        if r.flags:
+            counts["flagged"] += 1
+            if r.ok:
+                bar.write(f"warning: {r.file}: implausible lung mask ({', '.join(r.flags)}, lung fraction "
+                          f"{r.lung_fraction:.3f}); check this prediction", file=sys.stderr)
+        bar.update(1)
+
+    started = datetime.now(timezone.utc)
+    try:
+        results = pipeline.run(files, artifacts=writer, on_result=on_result)
+    except KeyboardInterrupt:
+        bar.close()
+        typer.echo("interrupted: predictions.csv/json were not written", err=True)
+        return EXIT_INTERRUPTED
+    finally:
+        pipeline.deactivate()
+    bar.close()
+
+    wall = pipeline.wall_s
+    meta = _run_meta(pipeline, folder, out, backend, config, threads, counts, len(files), started)
+    try:
+        csv_path, _ = write_predictions(out, results, meta)
+    except OSError as exc:
+        raise ManetEdgeError(f"cannot write results to {out}: {exc.strerror or exc}") from exc
+    rate = len(files) / wall if wall > 0 else 0.0
+    flagged = f" ({counts['flagged']} flagged)" if counts["flagged"] else ""
+    typer.echo(f"{len(files)} files: {counts['ok']} ok{flagged}, {counts['failed']} failed; "
+               f"{rate:.1f} images/s on {backend} ({seg.precision}); results in {csv_path}")
+    return EXIT_FILES_FAILED if counts["failed"] else EXIT_OK
+
+
+def _run_meta(pipeline, folder: Path, out: Path, backend: str, config, threads, counts: dict[str, int],
+              n_files: int, started: datetime) -> dict[str, Any]:
+    import dataclasses
+
+    from manet_edge.results import library_versions
+
+    def model(runner) -> dict[str, Any]:
+        return {"path": str(runner.path), "card": dataclasses.asdict(runner.card), "runner": runner.describe()}
+
+    wall = pipeline.wall_s
+    return {
+        "created": started.isoformat(timespec="seconds"),
+        "input": str(folder.resolve()),
+        "output": str(out.resolve()),
+        "backend": backend,
+        "precision": {"segmenter": pipeline.seg.precision, "classifier": pipeline.cls.precision},
+        "models": {"segmenter": model(pipeline.seg), "classifier": model(pipeline.cls)},
+        "postprocess": dataclasses.asdict(pipeline.postprocess),
+        "config": {"batch": config.batch, "workers": config.n_workers, "threads": threads},
+        "libraries": library_versions(),
+        "host": {"cpu_count": os.cpu_count(), "platform": sys.platform},
+        "timings": {"wall_s": round(wall, 6), "images_per_s": round(n_files / wall, 4) if wall > 0 else None,
+                    "stages": pipeline.times.to_dict()},
+        "summary": {"files": n_files, **counts},
+        "finished": datetime.fromtimestamp(time.time(), timezone.utc).isoformat(timespec="seconds"),
+    }

@@ -1,0 +1,101 @@
+"""``manet-edge train seg|cls``: train the stage-1 segmenter or a stage-2 classifier.
+
+Runs as one process, or under ``torchrun --nproc-per-node N -m cli train ...`` with DDP.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+class SegPreset(str, Enum):
+    cpu = "cpu"
+    paper = "paper"
+
+
+class Balance(str, Enum):
+    none = "none"
+    sampler = "sampler"
+    loss = "loss"
+
+
+def register(app: typer.Typer) -> None:
+    train = typer.Typer(help="Train the stage-1 segmenter or a stage-2 classifier (needs the 'train' extra).",
+                        no_args_is_help=True)
+
+    @train.command("seg")
+    def train_seg(
+        data: Path = typer.Option(..., "--data", exists=True, file_okay=False, help="Data root with seg/images and seg/masks."),
+        out: Path = typer.Option(Path("runs/seg"), "--out", help="Run folder (checkpoints, history)."),
+        preset: SegPreset = typer.Option(SegPreset.cpu, help="cpu: compact UNet-ResNet18 at 192 px; paper: ResUNet34 at 512 px."),
+        splits: Path = typer.Option(Path("splits/seg.json"), help="Split file; created (seeded, patient-disjoint 8:1:1) if missing."),
+        epochs: Optional[int] = typer.Option(None, help="Override the preset's epochs."),
+        batch_size: Optional[int] = typer.Option(None, help="Override the preset's batch size (per process)."),
+        lr: Optional[float] = typer.Option(None, help="Override the preset's learning rate."),
+        size: Optional[int] = typer.Option(None, help="Override the preset's image size."),
+        seed: int = typer.Option(0, help="Random seed."),
+        workers: int = typer.Option(0, help="DataLoader worker processes."),
+        max_steps: int = typer.Option(0, help="Cap on steps per epoch (0 = full epochs); for smoke runs."),
+        resume: bool = typer.Option(False, help="Continue from OUT/last.pt."),
+        device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    ) -> None:
+        """Train the UNet lung segmenter (Dice loss, Adam; paper augmentation)."""
+        from manet_edge.config import SegModelConfig
+        from manet_edge.models.unet import PAPER_SEG
+        from manet_edge.train.dist import init_distributed, shutdown
+        from manet_edge.train.loop import preset as make_preset
+        from manet_edge.train.seg import train_segmenter
+
+        cfg = make_preset(f"seg-{preset.value}", epochs=epochs, batch_size=batch_size, lr=lr, image_size=size,
+                          seed=seed, workers=workers, max_steps_per_epoch=max_steps)
+        model_cfg = PAPER_SEG if preset == SegPreset.paper else SegModelConfig()
+        info = init_distributed(device)
+        try:
+            best = train_segmenter(data, out, cfg, model_cfg, info, splits_path=splits, resume=resume)
+        finally:
+            shutdown(info)
+        if info.is_main:
+            typer.echo(f"best val IoU {best['score']:.4f} at epoch {best.get('epoch', -1) + 1}; checkpoint {out / 'best.pt'}")
+
+    @train.command("cls")
+    def train_cls(
+        data: Path = typer.Option(..., "--data", exists=True, file_okay=False, help="Data root with cls/<class>/ folders."),
+        segmenter: Path = typer.Option(..., "--segmenter", exists=True, dir_okay=False,
+                                       help="Stage-1 checkpoint (.pt) whose predicted masks feed stage 2."),
+        model: str = typer.Option("resnet18-ma", "--model", help="Zoo model, e.g. resnet18-ma, resnet50, vgg16-cbam."),
+        out: Path = typer.Option(Path("runs/cls"), "--out", help="Run folder (checkpoints, history)."),
+        preset: SegPreset = typer.Option(SegPreset.cpu, help="cpu: 128 px, 30 epochs; paper: 512 px, 200 epochs, batch 64."),
+        splits: Path = typer.Option(Path("splits/cls.json"), help="Split file; created if missing."),
+        cache: Path = typer.Option(Path("runs/cache"), help="Folder for the segmented-image cache."),
+        balance: Optional[Balance] = typer.Option(None, help="Class balancing: sampler, loss weights, or none."),
+        epochs: Optional[int] = typer.Option(None),
+        batch_size: Optional[int] = typer.Option(None),
+        lr: Optional[float] = typer.Option(None),
+        size: Optional[int] = typer.Option(None),
+        seed: int = typer.Option(0, help="Random seed (the paper averages three seeds)."),
+        workers: int = typer.Option(0),
+        max_steps: int = typer.Option(0, help="Cap on steps per epoch (0 = full epochs); for smoke runs."),
+        resume: bool = typer.Option(False, help="Continue from OUT/last.pt."),
+        device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    ) -> None:
+        """Train a stage-2 classifier on images segmented by the stage-1 model (SGD, cosine, CE)."""
+        from manet_edge.train.cls import train_classifier
+        from manet_edge.train.dist import init_distributed, shutdown
+        from manet_edge.train.loop import preset as make_preset
+
+        cfg = make_preset(f"cls-{preset.value}", epochs=epochs, batch_size=batch_size, lr=lr, image_size=size,
+                          seed=seed, workers=workers, max_steps_per_epoch=max_steps,
+                          balance=balance.value if balance else None)
+        info = init_distributed(device)
+        try:
+            best = train_classifier(data, segmenter, model, out, cfg, info, splits_path=splits, cache_dir=cache, resume=resume)
+        finally:
+            shutdown(info)
+        if info.is_main:
+            typer.echo(f"best val accuracy {best['score']:.4f} at epoch {best.get('epoch', -1) + 1}; checkpoint {out / 'best.pt'}")
+
+    app.add_typer(train, name="train")

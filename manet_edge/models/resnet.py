@@ -1,0 +1,149 @@
+"""ResNet18/34/50 (He et al. 2016, torchvision layout and parameter counts) with optional MA or CBAM.
+
+Mask attention (Eq. (1); choices where the paper is open are marked *choice*):
+
+* stem: ``conv 7x7/2 p3 -> BN -> x P(M;7,2,3) -> ReLU``; max-pool 3x3/2 p1 moves the map by
+  ``P(M;3,2,1)`` (its padding counted as outside the lungs).
+* basic block, two sites. ``M1 = P(M;3,s,1)``, ``M2 = P(M1;3,1,1)``::
+
+      h   = ReLU(BN1(conv1 x) * M1)
+      out = ReLU((BN2(conv2 h) + shortcut(x)) * M2)
+
+  *choice*: the second site multiplies the *fused* features (deep path + shortcut) by the deep
+  path's map, which is how we read "the fused features cause uncertainty when choosing the
+  receptive field ... we choose the larger receptive field from deep features" (Sec. 3.3). It
+  keeps every block output exactly zero wherever its map is zero, including blocks with a
+  projection shortcut (whose BN would otherwise leak its bias outside the lungs).
+* bottleneck, one site (*choice*: at the same place, on the fused features), with the map of the
+  block's only receptive-field-changing op, the 3x3 conv: ``M' = P(M;3,s,1)``::
+
+      out = ReLU((BN3(conv3(ReLU(BN2(conv2(ReLU(BN1(conv1 x)))))) + shortcut(x)) * M')
+
+  The 1x1 convs (and the 1x1 projection shortcut) do not move the map.
+
+CBAM (Woo et al.): on the residual branch after its last BN, before the add; stem without CBAM.
+"""
+
+from __future__ import annotations
+
+from typing import Type
+
+import torch
+from torch import Tensor, nn
+
+from manet_edge.models.blocks import ConvBlock, ConvUnit, PoolBlock, ZooModel, check_attention, init_weights
+from manet_edge.models.cbam import CBAM
+from manet_edge.models.mask_attention import MaskChain, MaskedBlock, MaskMul, PoolSpec
+
+
+def _shortcut(in_ch: int, out_ch: int, stride: int) -> nn.Module | None:
+    if stride == 1 and in_ch == out_ch:
+        return None
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch))
+
+
+class BasicBlock(MaskedBlock):
+    """Two 3x3 convs and a shortcut; with MA one site per conv (the second on the fused sum)."""
+
+    expansion = 1
+
+    def __init__(self, in_ch: int, width: int, stride: int = 1, attention: str = "none"):
+        super().__init__()
+        ma = check_attention(attention) == "ma"
+        out_ch = width * self.expansion
+        self.unit1 = ConvUnit(in_ch, width, 3, stride, 1, ma=ma, tap=1)
+        self.conv2 = nn.Conv2d(width, out_ch, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.cbam = CBAM(out_ch) if attention == "cbam" else None
+        self.shortcut = _shortcut(in_ch, out_ch, stride)
+        self.ma = MaskMul(tap=2) if ma else None
+        self.relu = nn.ReLU(inplace=True)
+        self.mask_chain = MaskChain([PoolSpec.of(self.unit1.conv), PoolSpec.of(self.conv2)]) if ma else None
+
+    def forward(self, x: Tensor, m: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        maps = self.maps(m)
+        out = self.unit1(x, None if maps is None else maps[1])
+        out = self.bn2(self.conv2(out))
+        if self.cbam is not None:
+            out = self.cbam(out)
+        out = out + (x if self.shortcut is None else self.shortcut(x))
+        if self.ma is not None:
+            out = self.ma(out, maps[2])
+        return self.relu(out), self.map_out(maps, m)
+
+
+class Bottleneck(MaskedBlock):
+    """1x1 -> 3x3 (stride) -> 1x1 with expansion 4; with MA one site, on the fused sum."""
+
+    expansion = 4
+
+    def __init__(self, in_ch: int, width: int, stride: int = 1, attention: str = "none"):
+        super().__init__()
+        ma = check_attention(attention) == "ma"
+        out_ch = width * self.expansion
+        self.unit1 = ConvUnit(in_ch, width, 1)
+        self.unit2 = ConvUnit(width, width, 3, stride, 1)
+        self.conv3 = nn.Conv2d(width, out_ch, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_ch)
+        self.cbam = CBAM(out_ch) if attention == "cbam" else None
+        self.shortcut = _shortcut(in_ch, out_ch, stride)
+        self.ma = MaskMul(tap=1) if ma else None
+        self.relu = nn.ReLU(inplace=True)
+        self.mask_chain = MaskChain([PoolSpec.of(self.unit2.conv)]) if ma else None
+
+    def forward(self, x: Tensor, m: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        maps = self.maps(m)
+        out = self.bn3(self.conv3(self.unit2(self.unit1(x))))
+        if self.cbam is not None:
+            out = self.cbam(out)
+        out = out + (x if self.shortcut is None else self.shortcut(x))
+        if self.ma is not None:
+            out = self.ma(out, maps[1])
+        return self.relu(out), self.map_out(maps, m)
+
+
+class ResNet(ZooModel):
+    """ResNet with a ``(image, mask)`` interface; ``forward_features`` returns the last feature map."""
+
+    def __init__(self, block: Type[BasicBlock | Bottleneck], layers: tuple[int, int, int, int], *,
+                 in_channels: int = 1, num_classes: int = 5, attention: str = "none"):
+        super().__init__(in_channels=in_channels, num_classes=num_classes, attention=attention)
+        stem_att = "ma" if attention == "ma" else "none"
+        self.stem = ConvBlock(in_channels, 64, 7, 2, 3, attention=stem_att)
+        self.maxpool = PoolBlock(3, 2, 1, attention=stem_att)
+        in_ch = 64
+        for i, (n, width) in enumerate(zip(layers, (64, 128, 256, 512))):
+            blocks = []
+            for j in range(n):
+                stride = 2 if (i > 0 and j == 0) else 1
+                blocks.append(block(in_ch, width, stride, attention))
+                in_ch = width * block.expansion
+            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+        self.num_features = in_ch
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_ch, num_classes)
+        init_weights(self)
+
+    def forward_features(self, image: Tensor, mask: Tensor | None = None) -> Tensor:
+        m = self.check_inputs(image, mask)
+        x, m = self.stem(image, m)
+        x, m = self.maxpool(x, m)
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for blk in layer:
+                x, m = blk(x, m)
+        return x
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        return self.fc(torch.flatten(self.avgpool(features), 1))
+
+
+def resnet18(**kw) -> ResNet:
+    return ResNet(BasicBlock, (2, 2, 2, 2), **kw)
+
+
+def resnet34(**kw) -> ResNet:
+    return ResNet(BasicBlock, (3, 4, 6, 3), **kw)
+
+
+def resnet50(**kw) -> ResNet:
+    return ResNet(Bottleneck, (3, 4, 6, 3), **kw)

@@ -1,0 +1,435 @@
+"""The two-stage MANet pipeline over any pair of runners, with overlapped CPU work and batching.
+
+Per image: decode (:func:`manet_edge.io.load_image`) -> ``preprocess.seg_input`` -> segmenter ->
+sigmoid -> resize the probability map to the classifier size -> ``postprocess.clean_mask`` (the
+segmenter card's :class:`PostprocessConfig`) -> lung fraction and plausibility flags ->
+``preprocess.cls_input`` -> classifier -> softmax.
+
+Overlap (a staged pipeline): the calling thread only runs the models, in batches of
+``batch``; a small thread pool does the CPU stages (decode + seg pre-processing, mask
+post-processing + cls pre-processing, softmax + mask/overlay files) for the neighbouring
+batches at the same time. ONNX Runtime and OpenVINO release the GIL while a model runs, and
+Pillow/scikit-image release it in their C loops, so the models are kept busy as long as the CPU
+stages take less time than the models. Items advance in input order; at most about
+``2 * batch + workers`` images are in flight, and each keeps only small arrays (the image at the
+classifier size, the probability map at the segmenter size).
+
+Policy for implausible masks: an empty mask (no lung found) is not classified, the row has
+``status=error`` and flag ``empty_mask``; a lung fraction outside the card's
+``[min_lung_fraction, max_lung_fraction]`` is classified, with ``status=ok`` and flag
+``lung_fraction_low`` / ``lung_fraction_high``, and reported by the CLI as a warning.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from manet_edge import CLASSES
+from manet_edge.config import PostprocessConfig, from_dict
+from manet_edge.errors import BadInputError, ManetEdgeError, ModelError
+from manet_edge.io import load_image
+from manet_edge.postprocess import clean_mask, lung_fraction, plausibility_flags
+from manet_edge.preprocess import cls_input, minmax, resize, seg_input
+from manet_edge.runtime.base import Runner
+
+STAGES = ("decode", "seg_infer", "seg_post", "cls_infer", "finalize")
+DISPLAY_MAX_SIDE = 1024
+"""Overlays are drawn on a copy of the image scaled down to at most this many pixels a side."""
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """How the pipeline runs (each field is a ``manet-edge infer`` option)."""
+
+    batch: int = 1
+    """Images per model call."""
+    workers: int = 0
+    """CPU threads for decoding and pre/post-processing (0: one per core, at most 4)."""
+    keep_display: bool = False
+    """Keep a down-scaled 8-bit copy of each image (for overlays)."""
+
+    def __post_init__(self) -> None:
+        if self.batch < 1:
+            raise BadInputError(f"batch must be >= 1, got {self.batch}")
+        if self.workers < 0:
+            raise BadInputError(f"workers must be >= 0, got {self.workers}")
+
+    @property
+    def n_workers(self) -> int:
+        return self.workers or max(1, min(4, os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """A file to run: its path, and its path relative to the input folder (posix; the CSV key)."""
+
+    path: Path
+    rel: str
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """One output row (see :data:`manet_edge.results.CSV_COLUMNS`)."""
+
+    file: str
+    status: str
+    error: str = ""
+    prediction: str = ""
+    probabilities: tuple[float, ...] | None = None
+    lung_fraction: float | None = None
+    flags: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass
+class WorkItem:
+    """Mutable per-image state while an image moves through the stages."""
+
+    index: int
+    src: InputFile
+    orig_shape: tuple[int, int] = (0, 0)
+    seg_in: np.ndarray | None = None
+    cls_image: np.ndarray | None = None
+    display: np.ndarray | None = None
+    prob: np.ndarray | None = None
+    cls_feed: tuple[np.ndarray, np.ndarray] | None = None
+    probabilities: np.ndarray | None = None
+    lung_fraction: float | None = None
+    flags: list[str] = field(default_factory=list)
+    error: str = ""
+
+    def result(self) -> ImageResult:
+        probs = None if self.probabilities is None else tuple(float(p) for p in self.probabilities)
+        pred = "" if probs is None else CLASSES[int(np.argmax(self.probabilities))]
+        return ImageResult(file=self.src.rel, status="error" if self.error else "ok", error=self.error,
+                           prediction=pred, probabilities=probs, lung_fraction=self.lung_fraction,
+                           flags=tuple(self.flags))
+
+
+class StageTimes:
+    """Thread-safe per-stage accumulators: seconds, images and calls."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.seconds = {s: 0.0 for s in STAGES}
+        self.images = {s: 0 for s in STAGES}
+        self.calls = {s: 0 for s in STAGES}
+
+    def add(self, stage: str, seconds: float, images: int = 1) -> None:
+        with self._lock:
+            self.seconds[stage] += seconds
+            self.images[stage] += images
+            self.calls[stage] += 1
+
+    def to_dict(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for s in STAGES:
+            n = self.images[s]
+            out[s] = {"total_s": round(self.seconds[s], 6), "images": n, "calls": self.calls[s],
+                      "ms_per_image": round(1e3 * self.seconds[s] / n, 4) if n else None}
+        return out
+
+
+def walk_folder(folder: Path, *, exclude: Sequence[Path] = ()) -> list[InputFile]:
+    """Every file under ``folder``, recursively, sorted by relative path.
+
+    Hidden entries (names starting with '.') are skipped, and so is anything under ``exclude``
+    (the output folder when it lies inside the input folder). Symbolic links to files are
+    followed; links to folders are not (no cycles).
+    """
+    folder = Path(folder)
+    excluded = [Path(os.path.abspath(e)) for e in exclude]
+    found: list[InputFile] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        here = Path(os.path.abspath(dirpath))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and here / d not in excluded)
+        for name in filenames:
+            if name.startswith("."):
+                continue
+            p = Path(dirpath) / name
+            found.append(InputFile(p, p.relative_to(folder).as_posix()))
+    return sorted(found, key=lambda f: f.rel)
+
+
+def postprocess_config(card: Any) -> PostprocessConfig:
+    """The segmenter card's :class:`PostprocessConfig` (threshold from ``mask_threshold`` if absent)."""
+    data = dict(card.postprocess or {})
+    data.setdefault("threshold", float(card.mask_threshold))
+    try:
+        return from_dict(PostprocessConfig, data)
+    except (ManetEdgeError, TypeError) as exc:
+        raise ModelError(f"segmenter model card: bad 'postprocess' entry ({exc})") from exc
+
+
+def _spatial(shape: tuple[int | None, ...], kind: str, name: str, size: int, channels: int, path: Any) -> None:
+    want = (None, channels, size, size)
+    if len(shape) != 4 or any(s is not None and s != w for s, w in zip(shape[1:], want[1:])):
+        got = tuple("N" if d is None else d for d in shape)
+        raise ModelError(f"{path}: {kind} input '{name}' has shape {got}, but its model card says "
+                         f"(N, {channels}, {size}, {size}); the file and its card disagree")
+
+
+def check_models(seg: Runner, cls: Runner) -> None:
+    """Raise :class:`ModelError` unless ``seg``/``cls`` are a compatible segmenter/classifier pair."""
+    for runner, want, role in ((seg, "seg", "segmenter"), (cls, "cls", "classifier")):
+        kind = runner.card.kind
+        if kind != want:
+            other = "classifier" if kind == "cls" else "segmenter"
+            raise ModelError(f"{runner.path}: given as the {role}, but its model card says it is a {other} "
+                             f"(kind '{kind}'); check the order/names of the model files")
+    sc, cc = seg.card, cls.card
+    if "image" not in seg.input_shapes or len(seg.input_shapes) != 1:
+        raise ModelError(f"{seg.path}: the segmenter must have one input 'image', it has {seg.input_names}")
+    _spatial(seg.input_shapes["image"], "segmenter", "image", sc.input_size, sc.in_channels, seg.path)
+    if "logits" not in seg.output_shapes:
+        raise ModelError(f"{seg.path}: the segmenter must have an output 'logits', it has {seg.output_names}")
+    out = seg.output_shapes["logits"]
+    if len(out) != 4 or (out[1] is not None and out[1] != 1):
+        raise ModelError(f"{seg.path}: segmenter output 'logits' must be (N, 1, S, S), it is {out}")
+    if "image" not in cls.input_shapes or not set(cls.input_shapes) <= {"image", "mask"}:
+        raise ModelError(f"{cls.path}: the classifier must have inputs 'image' and 'mask', it has {cls.input_names}")
+    _spatial(cls.input_shapes["image"], "classifier", "image", cc.input_size, cc.in_channels, cls.path)
+    if "mask" in cls.input_shapes:
+        _spatial(cls.input_shapes["mask"], "classifier", "mask", cc.input_size, 1, cls.path)
+    if tuple(cc.classes) != CLASSES:
+        raise ModelError(f"{cls.path}: classifier classes {list(cc.classes)} differ from {list(CLASSES)}")
+    out = cls.output_shapes.get("logits")
+    if out is None or len(out) != 2 or (out[1] is not None and out[1] != len(CLASSES)):
+        raise ModelError(f"{cls.path}: classifier output 'logits' must be (N, {len(CLASSES)}), it is {out}")
+    postprocess_config(sc)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Overflow-free logistic function."""
+    return (0.5 * (1.0 + np.tanh(0.5 * x.astype(np.float32)))).astype(np.float32)
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64 (returned as float64 so probabilities sum to 1 exactly enough)."""
+    z = x.astype(np.float64)
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+def _message(exc: BaseException) -> str:
+    """An error message for a row: the file is in its own column, so drop a leading 'path: '."""
+    msg = str(exc)
+    path = getattr(exc, "path", None)
+    if path and msg.startswith(f"{path}: "):
+        msg = msg[len(path) + 2:]
+    if isinstance(exc, ManetEdgeError):
+        return msg
+    return f"unexpected {type(exc).__name__}: {msg}"
+
+
+def _display_copy(image: np.ndarray) -> np.ndarray:
+    h, w = image.shape
+    scale = min(1.0, DISPLAY_MAX_SIDE / max(h, w))
+    small = resize(image, (max(1, round(h * scale)), max(1, round(w * scale)))) if scale < 1 else image
+    return (minmax(small) * 255.0 + 0.5).astype(np.uint8)
+
+
+Artifacts = Callable[[WorkItem, PostprocessConfig], None]
+
+
+class Pipeline:
+    """Segmenter + classifier runners, run over files with overlapped CPU stages.
+
+    Use as a context manager (activates both runners and checks they fit together), then
+    :meth:`run`. ``artifacts(item, postprocess_config)`` is called in a worker thread for every
+    decoded image (to write masks/overlays); an exception it raises turns the row into an error.
+    """
+
+    def __init__(self, seg: Runner, cls: Runner, config: PipelineConfig = PipelineConfig()):
+        self.seg = seg
+        self.cls = cls
+        self.config = config
+        self.times = StageTimes()
+        self.wall_s = 0.0
+        self._post: PostprocessConfig | None = None
+
+    def __enter__(self) -> "Pipeline":
+        self.activate()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.deactivate()
+
+    def activate(self) -> None:
+        try:
+            self.seg.activate()
+            self.cls.activate()
+            check_models(self.seg, self.cls)
+        except BaseException:
+            self.deactivate()
+            raise
+        self._post = postprocess_config(self.seg.card)
+
+    def deactivate(self) -> None:
+        self.seg.deactivate()
+        self.cls.deactivate()
+
+    @property
+    def postprocess(self) -> PostprocessConfig:
+        if self._post is None:
+            raise ManetEdgeError("Pipeline: call activate() (or use `with pipeline:`) first")
+        return self._post
+
+    # -- CPU stages (run in worker threads) ---------------------------------------------------
+    def _decode(self, item: WorkItem) -> WorkItem:
+        t0 = time.perf_counter()
+        try:
+            image = load_image(item.src.path)
+            if float(image.max()) - float(image.min()) <= 1e-6 * max(1.0, abs(float(image.max()))):
+                raise BadInputError(f"image is blank (every pixel is {float(image.max()):g})", item.src.path)
+            item.orig_shape = (int(image.shape[0]), int(image.shape[1]))
+            seg_in = seg_input(image, self.seg.card.input_size)
+            item.seg_in = np.repeat(seg_in, self.seg.card.in_channels, axis=0) if self.seg.card.in_channels != 1 else seg_in
+            item.cls_image = resize(image, self.cls.card.input_size)
+            if self.config.keep_display:
+                item.display = _display_copy(image)
+        except Exception as exc:  # one bad file must not stop the run: it becomes an error row
+            item.error = _message(exc)
+        self.times.add("decode", time.perf_counter() - t0)
+        return item
+
+    def _seg_post(self, item: WorkItem) -> WorkItem:
+        t0 = time.perf_counter()
+        try:
+            size = self.cls.card.input_size
+            mask = clean_mask(resize(item.prob, size), self.postprocess)
+            item.lung_fraction = lung_fraction(mask)
+            item.flags = plausibility_flags(mask, self.postprocess)
+            if "empty_mask" in item.flags:
+                item.error = "no lung found by the segmenter (empty mask); not classified"
+            else:
+                image, m = cls_input(item.cls_image, mask, size)
+                if self.cls.card.in_channels != 1:
+                    image = np.repeat(image, self.cls.card.in_channels, axis=0)
+                item.cls_feed = (image, m)
+            item.cls_image = None
+        except Exception as exc:  # see _decode
+            item.error = _message(exc)
+        self.times.add("seg_post", time.perf_counter() - t0)
+        return item
+
+    def _finalize(self, item: WorkItem, artifacts: Artifacts | None) -> WorkItem:
+        t0 = time.perf_counter()
+        item.cls_feed = None
+        if artifacts is not None and item.prob is not None:
+            try:
+                artifacts(item, self.postprocess)
+            except Exception as exc:  # a failed mask/overlay write fails that row, not the run
+                item.error = (item.error + "; " if item.error else "") + f"cannot write outputs: {_message(exc)}"
+        item.prob = item.display = None
+        self.times.add("finalize", time.perf_counter() - t0)
+        return item
+
+    # -- model stages (run in the calling thread) ---------------------------------------------
+    def _run_seg(self, batch: list[WorkItem]) -> None:
+        t0 = time.perf_counter()
+        try:
+            logits = self.seg.infer({"image": np.stack([it.seg_in for it in batch])})["logits"]
+        except Exception as exc:  # a failed batch fails its rows
+            for it in batch:
+                it.error = f"segmenter inference failed: {_message(exc)}"
+        else:
+            for it, lg in zip(batch, logits):
+                it.prob = sigmoid(lg[0])
+        for it in batch:
+            it.seg_in = None
+        self.times.add("seg_infer", time.perf_counter() - t0, len(batch))
+
+    def _run_cls(self, batch: list[WorkItem]) -> None:
+        t0 = time.perf_counter()
+        feed = {"image": np.stack([it.cls_feed[0] for it in batch])}
+        if "mask" in self.cls.input_shapes:
+            feed["mask"] = np.stack([it.cls_feed[1] for it in batch])
+        try:
+            logits = self.cls.infer(feed)["logits"]
+        except Exception as exc:  # a failed batch fails its rows
+            for it in batch:
+                it.error = f"classifier inference failed: {_message(exc)}"
+        else:
+            for it, p in zip(batch, softmax(logits)):
+                it.probabilities = p
+        self.times.add("cls_infer", time.perf_counter() - t0, len(batch))
+
+    # -- scheduler ----------------------------------------------------------------------------
+    def run(self, files: Sequence[InputFile], *, artifacts: Artifacts | None = None,
+            on_result: Callable[[ImageResult], None] | None = None) -> list[ImageResult]:
+        """Run every file; returns one :class:`ImageResult` per file, in the order given."""
+        if self._post is None:
+            raise ManetEdgeError("Pipeline: call activate() (or use `with pipeline:`) before run()")
+        bsz, nw = self.config.batch, self.config.n_workers
+        window = 2 * bsz + nw
+        todo = deque(WorkItem(i, f) for i, f in enumerate(files))
+        decoding: deque[Future] = deque()
+        posting: deque[Future] = deque()
+        finishing: set[Future] = set()
+        seg_ready: list[WorkItem] = []
+        cls_ready: list[WorkItem] = []
+        results: dict[int, ImageResult] = {}
+
+        def done(item: WorkItem) -> None:
+            res = item.result()
+            results[item.index] = res
+            if on_result is not None:
+                on_result(res)
+
+        t_start = time.perf_counter()
+        pool = ThreadPoolExecutor(nw, thread_name_prefix="manet-cpu")
+        try:
+            while True:
+                while todo and len(decoding) + len(seg_ready) < window:
+                    decoding.append(pool.submit(self._decode, todo.popleft()))
+                while decoding and decoding[0].done():
+                    it = decoding.popleft().result()
+                    if it.error:
+                        done(it)
+                    else:
+                        seg_ready.append(it)
+                while posting and posting[0].done():
+                    it = posting.popleft().result()
+                    if it.cls_feed is not None:
+                        cls_ready.append(it)
+                    else:
+                        finishing.add(pool.submit(self._finalize, it, artifacts))
+                for fut in [f for f in finishing if f.done()]:
+                    finishing.discard(fut)
+                    done(fut.result())
+                seg_flush = not todo and not decoding
+                cls_flush = seg_flush and not seg_ready and not posting
+                if len(cls_ready) >= bsz or (cls_ready and cls_flush):
+                    batch, cls_ready = cls_ready[:bsz], cls_ready[bsz:]
+                    self._run_cls(batch)
+                    finishing.update(pool.submit(self._finalize, it, artifacts) for it in batch)
+                elif len(seg_ready) >= bsz or (seg_ready and seg_flush):
+                    batch, seg_ready = seg_ready[:bsz], seg_ready[bsz:]
+                    self._run_seg(batch)
+                    for it in batch:
+                        if it.error:
+                            finishing.add(pool.submit(self._finalize, it, artifacts))
+                        else:
+                            posting.append(pool.submit(self._seg_post, it))
+                elif decoding or posting or finishing:
+                    heads = [q[0] for q in (decoding, posting) if q] + list(finishing)
+                    wait(heads, return_when=FIRST_COMPLETED)
+                else:
+                    break
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            self.wall_s = time.perf_counter() - t_start
+        return [results[i] for i in range(len(files))]

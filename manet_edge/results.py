@@ -1,0 +1,201 @@
+"""Result files of ``manet-edge infer``: predictions CSV/JSON, mask PNGs and overlay PNGs.
+
+``predictions.csv`` has exactly :data:`CSV_COLUMNS`; ``predictions.json`` holds the same rows
+(typed: numbers, ``null``, a list of flags) plus the run metadata. Every file is written
+atomically (:mod:`manet_edge.fileutil`): an interrupted run leaves the previous file or none,
+never half of one. Masks go to ``<out>/masks/<relative path>.png`` (the input's suffix replaced
+by ``.png``; where two inputs would share a name, e.g. ``a.jpg`` and ``a.png``, both keep their
+suffix: ``a.jpg.png``, ``a.png.png``), 0/255 at the input's own resolution; overlays (lung
+outline and the predicted class) go to ``<out>/overlays/`` under the same names.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.metadata
+import io
+import json
+import platform
+from collections import Counter
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from manet_edge import CLASSES, __version__
+from manet_edge.config import PostprocessConfig
+from manet_edge.fileutil import atomic_write_bytes, atomic_write_text
+from manet_edge.pipeline import ImageResult, WorkItem
+from manet_edge.postprocess import clean_mask
+from manet_edge.preprocess import resize
+
+CSV_COLUMNS: tuple[str, ...] = ("file", "status", "error", "prediction", *(f"p_{c}" for c in CLASSES),
+                                "lung_fraction", "flags")
+PREDICTIONS_CSV = "predictions.csv"
+PREDICTIONS_JSON = "predictions.json"
+MASKS_DIR = "masks"
+OVERLAYS_DIR = "overlays"
+FLAG_SEPARATOR = ";"
+
+_COLOURS = {"ok": (0, 230, 0), "flagged": (255, 165, 0), "error": (255, 40, 40)}
+_LIBRARIES = ("numpy", "pillow", "scikit-image", "pydicom", "onnx", "onnxruntime", "onnxruntime-gpu",
+              "openvino", "torch", "tensorrt")
+
+
+def row_dict(r: ImageResult) -> dict[str, Any]:
+    """The typed row of ``r`` (JSON): ``None`` where a value is missing, flags as a list."""
+    probs = r.probabilities or (None,) * len(CLASSES)
+    row: dict[str, Any] = {"file": r.file, "status": r.status, "error": r.error, "prediction": r.prediction}
+    row.update({f"p_{c}": p for c, p in zip(CLASSES, probs)})
+    row["lung_fraction"] = r.lung_fraction
+    row["flags"] = list(r.flags)
+    return row
+
+
+def csv_text(results: Iterable[ImageResult]) -> str:
+    """``predictions.csv`` as text: probabilities with 6 decimals, flags joined by ';'."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in results:
+        d = row_dict(r)
+        cells = []
+        for col in CSV_COLUMNS:
+            v = d[col]
+            if v is None:
+                cells.append("")
+            elif col == "flags":
+                cells.append(FLAG_SEPARATOR.join(v))
+            elif col.startswith("p_"):
+                cells.append(f"{v:.6f}")
+            elif col == "lung_fraction":
+                cells.append(f"{v:.4f}")
+            else:
+                cells.append(" ".join(str(v).split()) if col == "error" else str(v))
+        writer.writerow(cells)
+    return buf.getvalue()
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries that can take part in a run (never imports them)."""
+    out = {"manet_edge": __version__, "python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def write_predictions(out: Path, results: Sequence[ImageResult], meta: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``predictions.csv`` and ``predictions.json`` atomically; returns their paths."""
+    out = Path(out)
+    csv_path, json_path = out / PREDICTIONS_CSV, out / PREDICTIONS_JSON
+    doc = {"meta": meta, "columns": list(CSV_COLUMNS), "rows": [row_dict(r) for r in results]}
+    text = json.dumps(doc, indent=2, allow_nan=False, default=str) + "\n"
+    atomic_write_text(csv_path, csv_text(results))
+    atomic_write_text(json_path, text)
+    return csv_path, json_path
+
+
+def artifact_names(rels: Sequence[str]) -> dict[str, str]:
+    """Input relative path -> relative PNG name for its mask/overlay, collision-free."""
+    def swap(rel: str) -> str:
+        return str(PurePosixPath(rel).with_suffix(".png")) if PurePosixPath(rel).suffix else rel + ".png"
+
+    names = {rel: swap(rel) for rel in rels}
+    counts = Counter(n.lower() for n in names.values())  # case-insensitive file systems too
+    for rel in rels:
+        if counts[names[rel].lower()] > 1:
+            names[rel] = rel + ".png"
+    used: set[str] = set()
+    for rel in sorted(rels):  # pathological leftovers (e.g. 'a.jpg', 'a.png', 'a.jpg.png'): number them
+        name, k = names[rel], 1
+        while name.lower() in used:
+            name, k = f"{names[rel][:-4]}.{k}.png", k + 1
+        used.add(name.lower())
+        names[rel] = name
+    return names
+
+
+def _png_bytes(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def overlay_image(display: np.ndarray, mask: np.ndarray, lines: Sequence[str], state: str) -> np.ndarray:
+    """RGB uint8 overlay: the grey image, the mask outline and ``lines`` of text in a corner."""
+    from PIL import Image, ImageDraw
+    from skimage.morphology import dilation, disk
+    from skimage.segmentation import find_boundaries
+
+    h, w = display.shape
+    colour = _COLOURS[state]
+    rgb = np.repeat(display[..., None], 3, axis=2)
+    edge = find_boundaries(mask, mode="inner")
+    thick = max(1, round(max(h, w) / 400))
+    if thick > 1:
+        edge = dilation(edge, disk(thick - 1))
+    rgb[edge] = colour
+    im = Image.fromarray(rgb)
+    draw = ImageDraw.Draw(im)
+    font = _font(max(10, round(max(h, w) / 32)))
+    y = 2
+    for line in lines:
+        box = draw.textbbox((4, y), line, font=font)
+        draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=(0, 0, 0))
+        draw.text((4, y), line, fill=colour, font=font)
+        y = box[3] + 4
+    return np.asarray(im)
+
+
+def overlay_lines(item: WorkItem) -> tuple[list[str], str]:
+    """Text and colour state of an overlay from a finished work item."""
+    r = item.result()
+    flags = [f"flags: {', '.join(r.flags)}"] if r.flags else []
+    if r.probabilities is not None:
+        best = max(r.probabilities)
+        return [f"{r.prediction} {best:.2f}", *flags], ("flagged" if r.flags else "ok")
+    return [r.error or "error", *flags], "error"
+
+
+class ArtifactWriter:
+    """Writes the requested mask/overlay PNGs of one work item (called from pipeline workers)."""
+
+    def __init__(self, out: Path, names: dict[str, str], *, masks: bool, overlays: bool):
+        self.out = Path(out)
+        self.names = names
+        self.masks = masks
+        self.overlays = overlays
+
+    def planned_paths(self) -> list[Path]:
+        """Every file this writer may create (for the no-overwrite check)."""
+        paths: list[Path] = []
+        for name in self.names.values():
+            if self.masks:
+                paths.append(self.out / MASKS_DIR / name)
+            if self.overlays:
+                paths.append(self.out / OVERLAYS_DIR / name)
+        return paths
+
+    def __call__(self, item: WorkItem, post: PostprocessConfig) -> None:
+        name = self.names[item.src.rel]
+        if self.masks:
+            mask = clean_mask(resize(item.prob, item.orig_shape), post)
+            atomic_write_bytes(self.out / MASKS_DIR / name, _png_bytes(mask.astype(np.uint8) * 255))
+        if self.overlays and item.display is not None:
+            disp_mask = clean_mask(resize(item.prob, item.display.shape), post)
+            lines, state = overlay_lines(item)
+            atomic_write_bytes(self.out / OVERLAYS_DIR / name, _png_bytes(overlay_image(item.display, disp_mask, lines, state)))

@@ -1,0 +1,116 @@
+"""ONNX Runtime runner: the default backend (CPU; CUDA when onnxruntime-gpu is installed).
+
+ONNX Runtime runs a model in the precision it was exported in, so the precision reported is the
+one in the model card (asking for another one is an error). Thread settings: ``threads`` sets the
+intra-op pool (``None``: ONNX Runtime's default, one per physical core); the inter-op pool is not
+used (sequential execution). ``spin=False`` stops idle pool threads from busy-waiting, which
+leaves the cores to the pipeline's pre/post-processing threads between model calls.
+``session.run`` releases the GIL, so the pipeline overlaps it with Python work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from manet_edge.errors import BackendUnavailableError, BadInputError, ModelError
+from manet_edge.metadata import CARD_KEY, ModelCard
+from manet_edge.runtime.base import Runner, dims
+
+_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _import_ort():
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:  # pragma: no cover - a base dependency
+        raise BackendUnavailableError("onnxruntime", "onnxruntime-gpu", str(exc)) from exc
+    return ort
+
+
+class OnnxRuntimeRunner(Runner):
+    """Run an exported ``.onnx`` model with ONNX Runtime."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | Path, *, precision: str | None = None, name: str | None = None,
+                 device: str = "auto", threads: int | None = None, spin: bool = True,
+                 optimization: str = "all"):
+        super().__init__(path, precision=precision, name=name)
+        if device not in DEVICES:
+            raise BadInputError(f"onnxruntime device must be one of {DEVICES}, got {device!r}")
+        if threads is not None and threads < 1:
+            raise BadInputError(f"threads must be >= 1, got {threads}")
+        self.device = device
+        self.threads = threads
+        self.spin = spin
+        self.optimization = optimization
+        self._session: Any = None
+        self._in_dtypes: dict[str, Any] = {}
+        self.providers: list[str] = []
+
+    def _providers(self, ort) -> list[str]:
+        available = ort.get_available_providers()
+        if self.device == "cuda":
+            if "CUDAExecutionProvider" not in available:
+                raise BackendUnavailableError(
+                    "onnxruntime", "onnxruntime-gpu",
+                    f"the CUDA execution provider is not available (providers: {', '.join(available)})")
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        if self.device == "auto" and "CUDAExecutionProvider" in available:
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        return ["CPUExecutionProvider"]
+
+    def _activate(self) -> None:
+        ort = _import_ort()
+        opts = ort.SessionOptions()
+        if self.threads is not None:
+            opts.intra_op_num_threads = int(self.threads)
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                  "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                  "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
+        opts.graph_optimization_level = levels.get(self.optimization, levels["all"])
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
+        opts.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(str(self.path), sess_options=opts, providers=self._providers(ort))
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            raise ModelError(f"{self.path}: onnxruntime cannot load this model ({exc})") from exc
+        meta = session.get_modelmeta().custom_metadata_map
+        if CARD_KEY not in meta:
+            raise ModelError(f"{self.path}: no '{CARD_KEY}' model card in the ONNX metadata; "
+                             "export it with `manet-edge export`")
+        card = ModelCard.from_json(meta[CARD_KEY], source=str(self.path))
+        if self.requested_precision and self.requested_precision != card.precision:
+            raise BadInputError(
+                f"{self.path}: onnxruntime runs a model in its exported precision ({card.precision}); "
+                f"export a {self.requested_precision} model or drop --precision")
+        for node in session.get_inputs():
+            if node.type not in _ORT_DTYPES:
+                raise ModelError(f"{self.path}: input '{node.name}' has type {node.type}; expected float tensors")
+            self._in_dtypes[node.name] = _ORT_DTYPES[node.type]
+        self._inputs = {n.name: dims(n.shape) for n in session.get_inputs()}
+        self._outputs = {n.name: dims(n.shape) for n in session.get_outputs()}
+        self._card = card
+        self._precision = card.precision
+        self._session = session
+        self.providers = list(session.get_providers())
+
+    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        cast = {k: (v if self._in_dtypes[k] is np.float32 else v.astype(self._in_dtypes[k])) for k, v in feed.items()}
+        names = list(self._outputs)
+        outs = self._session.run(names, cast)
+        return {n: np.asarray(o, dtype=np.float32) for n, o in zip(names, outs)}
+
+    def _deactivate(self) -> None:
+        self._session = None
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(providers=self.providers, threads=self.threads)
+        return d

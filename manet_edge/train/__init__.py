@@ -1,0 +1,1 @@
+"""Training and evaluation of both stages (needs the ``train`` extra: torch, torchvision, smp)."""

@@ -1,0 +1,124 @@
+"""Stage 2: the dataset of segmented X-rays and classifier training (``manet-edge train cls``).
+
+As in the paper, the classifier sees stage 1's *predicted*, post-processed masks, not ground
+truth. Segmenting every image once per run is cached on disk (keyed by the segmenter's hash,
+the classifier size and the image list), so epochs do not re-run the segmenter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from manet_edge import CLASSES
+from manet_edge.config import PostprocessConfig, from_dict
+from manet_edge.datasets import Item, find_cls_items, get_splits, select
+from manet_edge.io import load_image
+from manet_edge.postprocess import clean_mask
+from manet_edge.preprocess import minmax, resize, seg_input
+from manet_edge.train.augment import cls_augment
+from manet_edge.train.checkpoint import build_model_from_checkpoint, file_sha256, load_checkpoint
+from manet_edge.train.data import ClsDataset
+from manet_edge.train.dist import DistInfo
+from manet_edge.train.loop import Task, TrainConfig, fit
+
+
+def segment_items(root: Path, items: list[Item], segmenter: Path, size: int, *, cache_dir: Path | None = None,
+                  batch_size: int = 16, quiet: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(images in [0,1] (N,1,size,size) float32, cleaned predicted masks (N,1,size,size) float32)."""
+    seg_sha = file_sha256(segmenter)
+    key = hashlib.sha256(json.dumps([seg_sha, size, [it.path for it in items]]).encode()).hexdigest()[:16]
+    cache = Path(cache_dir) / f"cls_{size}px_{key}.npz" if cache_dir else None
+    if cache is not None and cache.exists():
+        with np.load(cache) as z:
+            return z["images"].astype(np.float32), z["masks"].astype(np.float32)
+    ckpt = load_checkpoint(segmenter)
+    if ckpt["kind"] != "seg":
+        raise ValueError(f"{segmenter}: expected a segmenter checkpoint, got kind={ckpt['kind']}")
+    post = from_dict(PostprocessConfig, dict(ckpt.get("postprocess", {})))
+    seg_size = int(ckpt["model_config"]["image_size"])
+    model = build_model_from_checkpoint(ckpt)
+    from tqdm import tqdm
+
+    images = np.zeros((len(items), 1, size, size), np.float32)
+    masks = np.zeros_like(images)
+    with torch.no_grad():
+        for i in tqdm(range(0, len(items), batch_size), desc="segmenting", disable=quiet, leave=False):
+            raws = [load_image(root / it.path) for it in items[i:i + batch_size]]
+            x = torch.from_numpy(np.stack([seg_input(r, seg_size) for r in raws]))
+            prob = torch.sigmoid(model(x))[:, 0].numpy()
+            for j, (raw, p) in enumerate(zip(raws, prob)):
+                m = clean_mask(p, post).astype(np.float32)
+                images[i + j, 0] = minmax(resize(raw, size), 0.0, 1.0)
+                masks[i + j, 0] = resize(m, size, nearest=True) > 0.5
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.stem + ".tmp.npz")
+        np.savez(tmp, images=images.astype(np.float16), masks=masks.astype(np.uint8))
+        tmp.replace(cache)
+    return images, masks
+
+
+def class_weights(labels: np.ndarray, n: int) -> np.ndarray:
+    """Inverse-frequency weights, normalised to mean 1 over classes present."""
+    counts = np.bincount(labels, minlength=n).astype(float)
+    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n, 0.0)
+    return w
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, ds: ClsDataset, device: str = "cpu", batch_size: int = 32) -> np.ndarray:
+    """Softmax probabilities (N, classes) for a non-augmented dataset."""
+    model.eval()
+    outs = []
+    for i in range(0, len(ds), batch_size):
+        batch = [ds[j] for j in range(i, min(i + batch_size, len(ds)))]
+        x = torch.stack([b[0] for b in batch]).to(device)
+        m = torch.stack([b[1] for b in batch]).to(device)
+        outs.append(torch.softmax(model(x, m), 1).cpu().numpy())
+    return np.concatenate(outs) if outs else np.zeros((0, len(CLASSES)), np.float32)
+
+
+def train_classifier(data: Path, segmenter: Path, model_name: str, out: Path, cfg: TrainConfig, info: DistInfo, *,
+                     splits_path: Path | None = None, cache_dir: Path | None = None, resume: bool = False,
+                     quiet: bool = False) -> dict:
+    from manet_edge.config import ClsModelConfig
+    from manet_edge.models import create_model
+
+    data, out = Path(data), Path(out)
+    items = find_cls_items(data)
+    splits = get_splits(items, splits_path or out / "splits_cls.json", root=data, task="cls", seed=0)
+    tr_items, va_items = select(items, splits["train"]), select(items, splits["val"])
+    tr_x, tr_m = segment_items(data, tr_items, segmenter, cfg.image_size, cache_dir=cache_dir, quiet=quiet or not info.is_main)
+    va_x, va_m = segment_items(data, va_items, segmenter, cfg.image_size, cache_dir=cache_dir, quiet=quiet or not info.is_main)
+    tr_y = np.array([CLASSES.index(it.label) for it in tr_items])
+    va_y = np.array([CLASSES.index(it.label) for it in va_items])
+    train_ds = ClsDataset(tr_x, tr_m, tr_y, augment=cls_augment())
+    val_ds = ClsDataset(va_x, va_m, va_y)
+    weights = class_weights(tr_y, len(CLASSES))
+    ce = torch.nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32).to(info.device)
+                                   if cfg.balance == "loss" else None)
+    sample_w = weights[tr_y] if cfg.balance == "sampler" else None
+
+    def loss_fn(net, batch):
+        x, m, y = (t.to(info.device) for t in batch)
+        logits = net(x, m)
+        return ce(logits, y), {"acc": float((logits.argmax(1) == y).float().mean())}
+
+    def evaluate(model):
+        p = predict(model, val_ds, info.device)
+        pred = p.argmax(1)
+        covid = va_y == CLASSES.index("covid")
+        return {"acc": float((pred == va_y).mean()),
+                "covid_recall": float((pred[covid] == va_y[covid]).mean()) if covid.any() else float("nan")}
+
+    model_cfg = ClsModelConfig(name=model_name, image_size=cfg.image_size)
+    torch.manual_seed(cfg.seed)
+    model = create_model(model_name, in_channels=1, num_classes=len(CLASSES))
+    extra = {"classes": list(CLASSES), "segmenter": {"path": str(segmenter), "sha256": file_sha256(segmenter)}}
+    task = Task(kind="cls", loss_fn=loss_fn, evaluate=evaluate, score_key="acc", checkpoint_extra=extra)
+    return fit(model, train_ds, task, cfg, model_cfg, out, info, resume=resume, sample_weights=sample_w, quiet=quiet)

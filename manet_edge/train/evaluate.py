@@ -1,0 +1,127 @@
+"""``manet-edge eval seg|cls``: test-split metrics in the layout of the paper's tables."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from manet_edge import CLASSES
+from manet_edge.config import PostprocessConfig, from_dict
+from manet_edge.datasets import find_cls_items, find_seg_pairs, load_splits, select
+from manet_edge.io import load_image
+from manet_edge.postprocess import clean_mask
+from manet_edge.preprocess import resize, seg_input
+from manet_edge.train.checkpoint import build_model_from_checkpoint, load_checkpoint
+from manet_edge.train.metrics import classification_report, confusion_matrix, iou_dice
+
+PAPER_SEG_IOU = {"normal": 93.49, "tb": 93.14, "covid": 89.07, "overall": 92.50}
+
+
+def eval_segmenter(checkpoint: Path, data: Path, splits: Path, split: str = "test", batch_size: int = 8) -> dict:
+    """Mean per-image IoU and Dice, before and after post-processing, at the masks' own resolution."""
+    ckpt = load_checkpoint(checkpoint)
+    if ckpt["kind"] != "seg":
+        raise ValueError(f"{checkpoint}: expected a segmenter checkpoint, got kind={ckpt['kind']}")
+    post = from_dict(PostprocessConfig, dict(ckpt.get("postprocess", {})))
+    size = int(ckpt["model_config"]["image_size"])
+    model = build_model_from_checkpoint(ckpt)
+    items = select(find_seg_pairs(data), load_splits(splits)[split])
+    rows = []
+    with torch.no_grad():
+        for i in range(0, len(items), batch_size):
+            chunk = items[i:i + batch_size]
+            raws = [load_image(data / it.path) for it in chunk]
+            prob = torch.sigmoid(model(torch.from_numpy(np.stack([seg_input(r, size) for r in raws]))))[:, 0].numpy()
+            for it, p in zip(chunk, prob):
+                gt = load_image(data / it.mask) > 127
+                raw = resize((p > post.threshold).astype(np.float32), gt.shape, nearest=True) > 0.5
+                clean = resize(clean_mask(p, post).astype(np.float32), gt.shape, nearest=True) > 0.5
+                (iou_r, dice_r), (iou_c, dice_c) = iou_dice(raw, gt), iou_dice(clean, gt)
+                rows.append({"path": it.path, "label": it.label, "source": it.source,
+                             "iou_raw": iou_r, "dice_raw": dice_r, "iou": iou_c, "dice": dice_c})
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[f"class:{r['label']}"].append(r)
+        groups[f"source:{r['source']}"].append(r)
+        groups["overall"].append(r)
+    summary = {
+        g: {"n": len(rs), **{k: float(np.mean([r[k] for r in rs])) for k in ("iou_raw", "dice_raw", "iou", "dice")}}
+        for g, rs in sorted(groups.items())
+    }
+    return {"checkpoint": str(checkpoint), "split": split, "image_size": size, "summary": summary,
+            "paper_iou_percent": PAPER_SEG_IOU, "per_image": rows}
+
+
+def seg_table(result: dict) -> str:
+    lines = ["| group | n | IoU raw | Dice raw | IoU post | Dice post |", "|---|---|---|---|---|---|"]
+    for g, s in result["summary"].items():
+        lines.append(f"| {g} | {s['n']} | {s['iou_raw']:.4f} | {s['dice_raw']:.4f} | {s['iou']:.4f} | {s['dice']:.4f} |")
+    return "\n".join(lines)
+
+
+def eval_classifier(checkpoint: Path, data: Path, splits: Path, split: str = "test", cache_dir: Path | None = None,
+                    segmenter: Path | None = None) -> dict:
+    """Accuracy, per-class P/R/F1 + weighted average (Table 4) and the confusion matrix (Table 5)."""
+    from manet_edge.train.cls import predict, segment_items
+    from manet_edge.train.data import ClsDataset
+
+    ckpt = load_checkpoint(checkpoint)
+    if ckpt["kind"] != "cls":
+        raise ValueError(f"{checkpoint}: expected a classifier checkpoint, got kind={ckpt['kind']}")
+    seg_path = Path(segmenter or ckpt["segmenter"]["path"])
+    size = int(ckpt["model_config"]["image_size"])
+    classes = tuple(ckpt.get("classes", CLASSES))
+    items = select(find_cls_items(data, classes), load_splits(splits)[split])
+    x, m = segment_items(data, items, seg_path, size, cache_dir=cache_dir, quiet=True)
+    y = np.array([classes.index(it.label) for it in items])
+    probs = predict(build_model_from_checkpoint(ckpt), ClsDataset(x, m, y))
+    pred = probs.argmax(1)
+    report = classification_report(confusion_matrix(y, pred, len(classes)), classes)
+    report.update({"checkpoint": str(checkpoint), "model": ckpt["model_config"]["name"],
+                   "seed": ckpt.get("train_config", {}).get("seed"), "split": split, "n": len(items)})
+    return report
+
+
+def cls_tables(report: dict) -> str:
+    classes = report["classes"]
+    lines = [f"accuracy {report['accuracy']:.4f} (n={report['n']})", "",
+             "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for c in classes:
+        r = report["per_class"][c]
+        lines.append(f"| {c} | {r['precision']:.2f} | {r['recall']:.2f} | {r['f1']:.2f} | {r['support']} |")
+    w = report["weighted"]
+    lines += [f"| weighted | {w['precision']:.2f} | {w['recall']:.2f} | {w['f1']:.2f} | {w['support']} |", "",
+              "confusion matrix (rows actual, columns predicted)", "",
+              "| actual \\ predicted | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
+    for c, row in zip(classes, report["confusion_matrix"]):
+        lines.append(f"| {c} | " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def aggregate_runs(reports: list[dict]) -> dict:
+    """Table 2: each run's accuracy, then the mean (and spread) per model."""
+    by_model: dict[str, list[dict]] = defaultdict(list)
+    for r in reports:
+        by_model[r["model"]].append(r)
+    out = {}
+    for model, rs in by_model.items():
+        accs = [r["accuracy"] for r in rs]
+        covid = [r["per_class"]["covid"]["recall"] for r in rs if "covid" in r["per_class"]]
+        out[model] = {"runs": [{"seed": r["seed"], "accuracy": r["accuracy"]} for r in rs],
+                      "mean": float(np.mean(accs)), "std": float(np.std(accs)), "min": float(np.min(accs)),
+                      "max": float(np.max(accs)), "covid_recall_mean": float(np.mean(covid)) if covid else float("nan")}
+    return out
+
+
+def runs_table(agg: dict) -> str:
+    width = max(len(v["runs"]) for v in agg.values())
+    head = "| model | " + " | ".join(f"run {i + 1}" for i in range(width)) + " | mean | spread (max-min) | COVID recall (mean) |"
+    lines = [head, "|---" * (width + 4) + "|"]
+    for model, v in agg.items():
+        runs = [f"{100 * r['accuracy']:.2f}" for r in v["runs"]] + [""] * (width - len(v["runs"]))
+        lines.append(f"| {model} | " + " | ".join(runs) +
+                     f" | {100 * v['mean']:.2f} | {100 * (v['max'] - v['min']):.2f} | {100 * v['covid_recall_mean']:.1f} |")
+    return "\n".join(lines)

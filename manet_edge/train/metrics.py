@@ -1,0 +1,45 @@
+"""Segmentation and classification metrics (numpy; used by training progress and `eval`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def iou_dice(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+    """IoU and Dice of two bool masks; both empty counts as a perfect match."""
+    pred, target = pred.astype(bool), target.astype(bool)
+    inter = np.logical_and(pred, target).sum()
+    union = np.logical_or(pred, target).sum()
+    total = pred.sum() + target.sum()
+    if union == 0:
+        return 1.0, 1.0
+    return float(inter / union), float(2 * inter / total)
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
+    cm = np.zeros((n, n), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true), np.asarray(y_pred)), 1)
+    return cm
+
+
+def classification_report(cm: np.ndarray, classes: tuple[str, ...]) -> dict:
+    """Per-class precision / recall / F1 / support and the support-weighted average (paper Table 4)."""
+    tp = np.diag(cm).astype(float)
+    support = cm.sum(1).astype(float)
+    predicted = cm.sum(0).astype(float)
+    prec = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    rec = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    f1 = np.divide(2 * prec * rec, prec + rec, out=np.zeros_like(tp), where=(prec + rec) > 0)
+    per_class = {
+        c: {"precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]), "support": int(support[i])}
+        for i, c in enumerate(classes)
+    }
+    w = support / max(support.sum(), 1)
+    weighted = {"precision": float((prec * w).sum()), "recall": float((rec * w).sum()), "f1": float((f1 * w).sum()), "support": int(support.sum())}
+    return {
+        "accuracy": float(tp.sum() / max(cm.sum(), 1)),
+        "per_class": per_class,
+        "weighted": weighted,
+        "confusion_matrix": cm.tolist(),
+        "classes": list(classes),
+    }
