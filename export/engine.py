@@ -31,7 +31,13 @@ from typing import Any, Callable
 
 from manet_edge import __version__
 from manet_edge.errors import ManetEdgeError, OutputExistsError
-from manet_edge.export.engine_checks import OnnxFacts, PrecisionReport, check_layer_precisions, inspect_onnx
+from manet_edge.export.engine_checks import (
+    OnnxFacts,
+    PrecisionReport,
+    check_layer_precisions,
+    inspect_onnx,
+    plugin_layers,
+)
 from manet_edge.fileutil import atomic_write_bytes
 from manet_edge.runtime.engine_manifest import (
     BatchProfile,
@@ -91,7 +97,7 @@ def plan_build(trt_version: str, precision: str, onnx_is_fp16: bool, onnx_has_qd
         prec = Precision(precision)
     except ValueError:
         raise EngineBuildError(f"unknown precision {precision!r}; choose one of fp32, fp16, int8") from None
-    major, minor, _ = parse_trt_version(trt_version)
+    major, minor, patch = parse_trt_version(trt_version)
     if major < 10:
         raise EngineBuildError(f"TensorRT {trt_version} is too old: manet-edge builds with TensorRT 10.x or 11.x "
                                "(JetPack 6 ships 10.3)")
@@ -103,9 +109,9 @@ def plan_build(trt_version: str, precision: str, onnx_is_fp16: bool, onnx_has_qd
                                "or use the fp32 ONNX for an fp32 engine")
     if dla and prec is Precision.fp32:
         raise EngineBuildError("DLA runs FP16 and INT8 only: use --precision fp16 or int8 with --dla-core")
-    if dla and major >= 11:
-        raise EngineBuildError(f"DLA needs TensorRT 10.x (JetPack 6: 10.3); TensorRT {trt_version} has no "
-                               "DLA support on Jetson/DriveOS")
+    if dla and major == 11 and (minor, patch) < (4, 1):
+        raise EngineBuildError(f"TensorRT {trt_version} has no DLA support (11.0-11.4.0 do not run on Jetson): "
+                               "use TensorRT 10.x (JetPack 6: 10.3) or 11.4.1+ with JetPack 7.2.2+ on AGX Orin")
     notes: list[str] = []
     clear = ("TF32",) if prec is Precision.fp32 else ()
     fallback = ("GPU_FALLBACK",) if dla else ()
@@ -282,10 +288,15 @@ def _make_progress_monitor(trt: Any, echo: Echo, max_depth: int = 1) -> Any:
     return _Progress()
 
 
-def _flag_bits(enum_cls: Any, names: tuple[str, ...]) -> int:
+def _flag_bits(enum_cls: Any, names: tuple[str, ...], trt_major: int) -> int:
     bits = 0
     for name in names:
-        bits |= 1 << int(getattr(enum_cls, name))
+        member = getattr(enum_cls, name, None)
+        if member is None:
+            if name == "STRONGLY_TYPED" and trt_major >= 11:
+                continue  # strong typing is unconditional in 11.x; the flag may be gone
+            raise EngineBuildError(f"this TensorRT has no NetworkDefinitionCreationFlag.{name}")
+        bits |= 1 << int(member)
     return bits
 
 
@@ -311,6 +322,7 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *, precis
     plan = plan_build(str(trt.__version__), precision, facts.is_fp16, facts.has_qdq, dla=dla_core is not None)
     for problem in facts.name_problems:
         echo(f"warning: {problem}")
+    calibration_sha = hash_calibration(calibration_data) or (facts.card or {}).get("calibration_sha256")
     env = env or probe_environment()
     if out.exists() and not rebuild:
         stale = _up_to_date_problems(out, facts, precision, profile, env)
@@ -323,7 +335,8 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *, precis
     t0 = time.monotonic()
     logger = _make_logger(trt, echo, verbose)
     builder = trt.Builder(logger)
-    network = builder.create_network(_flag_bits(trt.NetworkDefinitionCreationFlag, plan.network_flags))
+    trt_major = parse_trt_version(str(trt.__version__))[0]
+    network = builder.create_network(_flag_bits(trt.NetworkDefinitionCreationFlag, plan.network_flags, trt_major))
     parser = trt.OnnxParser(network, logger)
     echo(f"parsing {onnx_path} (TensorRT {trt.__version__}, {plan.to_dict()['typing']} typing)")
     if not parser.parse_from_file(str(onnx_path)):
@@ -332,6 +345,8 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *, precis
 
     config = builder.create_builder_config()
     for name in plan.builder_flags:
+        if not hasattr(trt.BuilderFlag, name):
+            raise EngineBuildError(f"TensorRT {trt.__version__} has no BuilderFlag.{name}")
         config.set_flag(getattr(trt.BuilderFlag, name))
     for name in plan.clear_flags:
         if hasattr(trt.BuilderFlag, name):
@@ -376,8 +391,13 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *, precis
     engine_bytes = bytes(serialized)
     atomic_write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
 
-    report = check_layer_precisions(_engine_information(trt, logger, engine_bytes, shapes), precision,
-                                    min_fraction=min_fraction)
+    info = _engine_information(trt, logger, engine_bytes, shapes)
+    report = check_layer_precisions(info, precision, min_fraction=min_fraction)
+    ma_op = facts.ma_op
+    if ma_op == "local-function" and plugin_layers(info):
+        ma_op = "plugin"  # TensorRT >= 10.7 prefers a registered plugin of the same name
+        echo("note: the MA op ran as a plugin layer, not as the inlined local function: "
+             + ", ".join(plugin_layers(info)[:3]))
     echo(report.summary())
     if not report.ok:
         raise EngineBuildError(f"refusing to write {out}: {report.summary()}")
@@ -387,8 +407,8 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *, precis
         engine_file=out.name, engine_sha256=hashlib.sha256(engine_bytes).hexdigest(),
         onnx_file=_relative_to(onnx_path, out.parent), onnx_sha256=facts.sha256, precision=plan.precision,
         profile=profile, input_shapes={k: [int(d) for d in v[1][1:]] for k, v in shapes.items()}, env=env,
-        ma_op=facts.ma_op,
-        calibration_sha256=hash_calibration(calibration_data) or (facts.card or {}).get("calibration_sha256"),
+        ma_op=ma_op,
+        calibration_sha256=calibration_sha,
         build={**plan.to_dict(), "workspace_mb": workspace_mb, "timing_cache": str(cache_path),
                "timing_cache_reused": reused, "dla_core": dla_core, "min_fraction": min_fraction},
         layer_precisions=report.counts, card=facts.card,
@@ -409,7 +429,10 @@ def _engine_information(trt: Any, logger: Any, engine_bytes: bytes, shapes: dict
     for name, (_lo, opt, _hi) in shapes.items():
         context.set_input_shape(name, opt)
     inspector = engine.create_engine_inspector()
-    inspector.execution_context = context
+    try:
+        inspector.execution_context = context  # TensorRT 10/11 name
+    except AttributeError:
+        inspector.context = context  # TensorRT 8.x name
     return inspector.get_engine_information(trt.LayerInformationFormat.JSON)
 
 

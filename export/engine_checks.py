@@ -237,6 +237,12 @@ def _layers_from(info: Any) -> list[Any]:
     return info
 
 
+def plugin_layers(info: Any) -> list[str]:
+    """Names of engine layers that run a plugin (LayerType ``PluginV2``/``PluginV3``...)."""
+    return [str(layer.get("Name", "?")) for layer in _layers_from(info)
+            if isinstance(layer, dict) and "plugin" in str(layer.get("LayerType", "")).lower()]
+
+
 def check_layer_precisions(info: Any, requested: str, *, min_fraction: float = 0.5) -> PrecisionReport:
     """Does the engine described by ``info`` run in ``requested`` (fp32|fp16|int8)?
 

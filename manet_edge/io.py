@@ -13,6 +13,7 @@ sizes are checked from the header, before the pixels are decoded.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +88,11 @@ def _load_pillow(path: Path, max_pixels: int) -> np.ndarray:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            # Pillow warns above ~89 Mpx; the size check below is ours (MAX_PIXELS), so silence it.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
             w, h = im.size
             if w * h > max_pixels:
                 raise _too_large(w, h, max_pixels, path)
@@ -161,7 +166,7 @@ def _load_dicom(path: Path, max_pixels: int) -> np.ndarray:
         raise BadInputError("DICOM file, but pydicom is not installed (pip install pydicom)", path) from exc
     ds = _read_dicom(path)
     if "PixelData" not in ds:
-        raise BadInputError("DICOM file has no pixel data (not an image object)", path)
+        raise BadInputError("DICOM file has no pixel data (not an image object, or the file is truncated)", path)
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     if rows * cols > max_pixels:
         raise _too_large(cols, rows, max_pixels, path)

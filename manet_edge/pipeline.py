@@ -1,9 +1,10 @@
 """The two-stage MANet pipeline over any pair of runners, with overlapped CPU work and batching.
 
-Per image: decode (:func:`manet_edge.io.load_image`) -> ``preprocess.seg_input`` -> segmenter ->
-sigmoid -> resize the probability map to the classifier size -> ``postprocess.clean_mask`` (the
-segmenter card's :class:`PostprocessConfig`) -> lung fraction and plausibility flags ->
-``preprocess.cls_input`` -> classifier -> softmax.
+Per image (the stage hand-off of docs/CONTRACTS.md): decode (:func:`manet_edge.io.load_image`)
+-> ``preprocess.seg_input`` -> segmenter -> sigmoid at the segmenter size S -> ``postprocess.
+clean_mask`` at S x S (the segmenter card's :class:`PostprocessConfig`) -> lung fraction and
+plausibility flags at S x S -> ``preprocess.cls_input`` (mask resized nearest) -> classifier ->
+softmax. Saved masks are the S x S cleaned mask resized nearest to the input's resolution.
 
 Overlap (a staged pipeline): the calling thread only runs the models, in batches of
 ``batch``; a small thread pool does the CPU stages (decode + seg pre-processing, mask
@@ -12,7 +13,7 @@ batches at the same time. ONNX Runtime and OpenVINO release the GIL while a mode
 Pillow/scikit-image release it in their C loops, so the models are kept busy as long as the CPU
 stages take less time than the models. Items advance in input order; at most about
 ``2 * batch + workers`` images are in flight, and each keeps only small arrays (the image at the
-classifier size, the probability map at the segmenter size).
+classifier size, the mask at the segmenter size).
 
 Policy for implausible masks: an empty mask (no lung found) is not classified, the row has
 ``status=error`` and flag ``empty_mask``; a lung fraction outside the card's
@@ -104,6 +105,7 @@ class WorkItem:
     cls_image: np.ndarray | None = None
     display: np.ndarray | None = None
     prob: np.ndarray | None = None
+    mask: np.ndarray | None = None
     cls_feed: tuple[np.ndarray, np.ndarray] | None = None
     probabilities: np.ndarray | None = None
     lung_fraction: float | None = None
@@ -249,7 +251,8 @@ class Pipeline:
 
     Use as a context manager (activates both runners and checks they fit together), then
     :meth:`run`. ``artifacts(item, postprocess_config)`` is called in a worker thread for every
-    decoded image (to write masks/overlays); an exception it raises turns the row into an error.
+    segmented image (``item.mask`` is the cleaned S x S mask; to write masks/overlays); an
+    exception it raises turns the row into an error.
     """
 
     def __init__(self, seg: Runner, cls: Runner, config: PipelineConfig = PipelineConfig()):
@@ -309,7 +312,8 @@ class Pipeline:
         t0 = time.perf_counter()
         try:
             size = self.cls.card.input_size
-            mask = clean_mask(resize(item.prob, size), self.postprocess)
+            mask = clean_mask(item.prob, self.postprocess)
+            item.mask, item.prob = mask, None
             item.lung_fraction = lung_fraction(mask)
             item.flags = plausibility_flags(mask, self.postprocess)
             if "empty_mask" in item.flags:
@@ -328,12 +332,12 @@ class Pipeline:
     def _finalize(self, item: WorkItem, artifacts: Artifacts | None) -> WorkItem:
         t0 = time.perf_counter()
         item.cls_feed = None
-        if artifacts is not None and item.prob is not None:
+        if artifacts is not None and item.mask is not None:
             try:
                 artifacts(item, self.postprocess)
             except Exception as exc:  # a failed mask/overlay write fails that row, not the run
                 item.error = (item.error + "; " if item.error else "") + f"cannot write outputs: {_message(exc)}"
-        item.prob = item.display = None
+        item.prob = item.mask = item.display = None
         self.times.add("finalize", time.perf_counter() - t0)
         return item
 

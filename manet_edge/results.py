@@ -5,8 +5,9 @@
 atomically (:mod:`manet_edge.fileutil`): an interrupted run leaves the previous file or none,
 never half of one. Masks go to ``<out>/masks/<relative path>.png`` (the input's suffix replaced
 by ``.png``; where two inputs would share a name, e.g. ``a.jpg`` and ``a.png``, both keep their
-suffix: ``a.jpg.png``, ``a.png.png``), 0/255 at the input's own resolution; overlays (lung
-outline and the predicted class) go to ``<out>/overlays/`` under the same names.
+suffix: ``a.jpg.png``, ``a.png.png``): the cleaned segmenter-size mask resized nearest to the
+input's own resolution, 0/255. Overlays (lung outline and the predicted class, on the image
+scaled to at most 1024 px a side) go to ``<out>/overlays/`` under the same names.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from manet_edge import CLASSES, __version__
 from manet_edge.config import PostprocessConfig
 from manet_edge.fileutil import atomic_write_bytes, atomic_write_text
 from manet_edge.pipeline import ImageResult, WorkItem
-from manet_edge.postprocess import clean_mask
 from manet_edge.preprocess import resize
 
 CSV_COLUMNS: tuple[str, ...] = ("file", "status", "error", "prediction", *(f"p_{c}" for c in CLASSES),
@@ -38,8 +38,10 @@ OVERLAYS_DIR = "overlays"
 FLAG_SEPARATOR = ";"
 
 _COLOURS = {"ok": (0, 230, 0), "flagged": (255, 165, 0), "error": (255, 40, 40)}
-_LIBRARIES = ("numpy", "pillow", "scikit-image", "pydicom", "onnx", "onnxruntime", "onnxruntime-gpu",
-              "openvino", "torch", "tensorrt")
+_BASE_LIBRARIES = ("numpy", "pillow", "scikit-image", "pydicom", "onnx")
+_BACKEND_LIBRARIES = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "openvino": ("openvino",),
+                      "torch": ("torch", "torchvision", "segmentation-models-pytorch"),
+                      "tensorrt": ("tensorrt", "cuda-python", "pycuda")}
 
 
 def row_dict(r: ImageResult) -> dict[str, Any]:
@@ -76,10 +78,14 @@ def csv_text(results: Iterable[ImageResult]) -> str:
     return buf.getvalue()
 
 
-def library_versions() -> dict[str, str]:
-    """Installed versions of the libraries that can take part in a run (never imports them)."""
+def library_versions(backend: str | None = None) -> dict[str, str]:
+    """Installed versions of the libraries a run of ``backend`` uses (all backends if ``None``).
+
+    Read from package metadata: nothing is imported.
+    """
     out = {"manet_edge": __version__, "python": platform.python_version()}
-    for name in _LIBRARIES:
+    chosen = [backend] if backend in _BACKEND_LIBRARIES else list(_BACKEND_LIBRARIES)
+    for name in (*_BASE_LIBRARIES, *(lib for b in chosen for lib in _BACKEND_LIBRARIES[b])):
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -116,6 +122,11 @@ def artifact_names(rels: Sequence[str]) -> dict[str, str]:
         used.add(name.lower())
         names[rel] = name
     return names
+
+
+def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A bool mask resized (nearest) to ``shape`` (height, width)."""
+    return resize(mask.astype(np.float32), (int(shape[0]), int(shape[1])), nearest=True) > 0.5
 
 
 def _png_bytes(array: np.ndarray) -> bytes:
@@ -193,9 +204,9 @@ class ArtifactWriter:
     def __call__(self, item: WorkItem, post: PostprocessConfig) -> None:
         name = self.names[item.src.rel]
         if self.masks:
-            mask = clean_mask(resize(item.prob, item.orig_shape), post)
+            mask = resize_mask(item.mask, item.orig_shape)
             atomic_write_bytes(self.out / MASKS_DIR / name, _png_bytes(mask.astype(np.uint8) * 255))
         if self.overlays and item.display is not None:
-            disp_mask = clean_mask(resize(item.prob, item.display.shape), post)
+            disp_mask = resize_mask(item.mask, item.display.shape)
             lines, state = overlay_lines(item)
             atomic_write_bytes(self.out / OVERLAYS_DIR / name, _png_bytes(overlay_image(item.display, disp_mask, lines, state)))

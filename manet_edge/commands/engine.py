@@ -121,6 +121,41 @@ def register(app: typer.Typer) -> None:
     app.add_typer(eng, name="engine")
 
 
+def ensure_engine(engine: Path, rebuild: bool = False, echo=typer.echo) -> bool:
+    """For `infer --backend tensorrt --rebuild`: rebuild ``engine`` from the ONNX beside it if it
+    cannot run here (other TensorRT/GPU, stale ONNX). Returns True if it rebuilt.
+
+    Without ``rebuild`` a mismatch raises EngineMismatchError whose message gives the command.
+    Called from command bodies only (it imports the export code).
+    """
+    from manet_edge.runtime.engine_manifest import (
+        EngineMismatchError,
+        Problem,
+        check_compatible,
+        errors_only,
+        mismatch_message,
+        probe_environment,
+        read_manifest,
+        sha256_file,
+    )
+
+    manifest = read_manifest(engine)
+    onnx = manifest.onnx_path(engine)
+    problems = errors_only(check_compatible(manifest, probe_environment(),
+                                            onnx_sha256=sha256_file(onnx) if onnx.is_file() else None))
+    if engine.is_file() and sha256_file(engine) != manifest.engine_sha256:
+        problems.append(Problem("engine sha256", manifest.engine_sha256[:12], sha256_file(engine)[:12]))
+    if not problems:
+        return False
+    if not rebuild:
+        raise EngineMismatchError(mismatch_message(engine, manifest, problems))
+    from manet_edge.export.engine import rebuild_from_manifest
+
+    echo(f"rebuilding {engine}: " + "; ".join(str(p) for p in problems))
+    rebuild_from_manifest(engine, echo=echo)
+    return True
+
+
 def _describe(engine: Path, m: "EngineManifest", engine_ok: bool, onnx: Path, onnx_found: bool) -> str:
     env = m.env
     p = m.profile

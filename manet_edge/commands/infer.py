@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
 
 
 def infer(
-    folder: Path = typer.Argument(..., exists=True, file_okay=False, dir_okay=True, readable=True,
+    folder: Path = typer.Argument(..., exists=True, file_okay=False, dir_okay=True, readable=True, metavar="FOLDER",
                                   help="Folder of chest X-rays (PNG, JPEG, BMP, TIFF, DICOM), walked recursively."),
     out: Path = typer.Option(Path("manet-edge-results"), "--out", "-o", file_okay=False,
                              help="Output folder for predictions.csv/json (and masks/, overlays/)."),
@@ -96,6 +96,20 @@ def _prepare_output(out: Path) -> bool:
     return created
 
 
+def _check_overwrite(out: Path, paths: list[Path], overwrite: bool) -> None:
+    """Refuse (OutputExistsError) to replace existing outputs unless ``overwrite``; short message."""
+    from manet_edge.errors import OutputExistsError
+
+    if overwrite:
+        return
+    existing = [p for p in paths if p.exists()]
+    if existing:
+        shown = ", ".join(str(p) for p in existing[:3])
+        more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
+        raise OutputExistsError(f"refusing to overwrite {len(existing)} existing output file(s): {shown}{more} "
+                                "(pass --overwrite to replace them, or choose another --out)")
+
+
 def _remove_if_empty(out: Path) -> None:
     try:
         out.rmdir()
@@ -118,7 +132,6 @@ def run_infer(*, folder: Path, out: Path, backend: str = "onnxruntime", precisio
     from tqdm import tqdm
 
     from manet_edge.assets import model_paths
-    from manet_edge.fileutil import check_can_write
     from manet_edge.pipeline import Pipeline, PipelineConfig, walk_folder
     from manet_edge.results import PREDICTIONS_CSV, PREDICTIONS_JSON, ArtifactWriter, artifact_names, write_predictions
     from manet_edge.runtime import backend_info, create_runner, normalise_precision
@@ -134,8 +147,8 @@ def run_infer(*, folder: Path, out: Path, backend: str = "onnxruntime", precisio
     writer = None
     if save_masks or save_overlays:
         writer = ArtifactWriter(out, artifact_names([f.rel for f in files]), masks=save_masks, overlays=save_overlays)
-    check_can_write([out / PREDICTIONS_CSV, out / PREDICTIONS_JSON, *(writer.planned_paths() if writer else [])],
-                    overwrite)
+    _check_overwrite(out, [out / PREDICTIONS_CSV, out / PREDICTIONS_JSON, *(writer.planned_paths() if writer else [])],
+                     overwrite)
     created = _prepare_output(out)
     kwargs = _runner_kwargs(backend, threads)
     seg = create_runner(seg_path, backend, precision, name="segmenter", **kwargs)
@@ -168,24 +181,23 @@ def run_infer(*, folder: Path, out: Path, backend: str = "onnxruntime", precisio
     started = datetime.now(timezone.utc)
     try:
         results = pipeline.run(files, artifacts=writer, on_result=on_result)
+        bar.close()
+        meta = _run_meta(pipeline, folder, out, backend, config, threads, counts, len(files), started)
     except KeyboardInterrupt:
         bar.close()
         typer.echo("interrupted: predictions.csv/json were not written", err=True)
         return EXIT_INTERRUPTED
     finally:
         pipeline.deactivate()
-    bar.close()
-
-    wall = pipeline.wall_s
-    meta = _run_meta(pipeline, folder, out, backend, config, threads, counts, len(files), started)
     try:
         csv_path, _ = write_predictions(out, results, meta)
     except OSError as exc:
         raise ManetEdgeError(f"cannot write results to {out}: {exc.strerror or exc}") from exc
+    wall = pipeline.wall_s
     rate = len(files) / wall if wall > 0 else 0.0
     flagged = f" ({counts['flagged']} flagged)" if counts["flagged"] else ""
     typer.echo(f"{len(files)} files: {counts['ok']} ok{flagged}, {counts['failed']} failed; "
-               f"{rate:.1f} images/s on {backend} ({seg.precision}); results in {csv_path}")
+               f"{rate:.1f} images/s on {backend} ({meta['precision']['segmenter']}); results in {csv_path}")
     return EXIT_FILES_FAILED if counts["failed"] else EXIT_OK
 
 
@@ -208,7 +220,7 @@ def _run_meta(pipeline, folder: Path, out: Path, backend: str, config, threads, 
         "models": {"segmenter": model(pipeline.seg), "classifier": model(pipeline.cls)},
         "postprocess": dataclasses.asdict(pipeline.postprocess),
         "config": {"batch": config.batch, "workers": config.n_workers, "threads": threads},
-        "libraries": library_versions(),
+        "libraries": library_versions(backend),
         "host": {"cpu_count": os.cpu_count(), "platform": sys.platform},
         "timings": {"wall_s": round(wall, 6), "images_per_s": round(n_files / wall, 4) if wall > 0 else None,
                     "stages": pipeline.times.to_dict()},

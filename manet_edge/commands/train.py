@@ -68,7 +68,7 @@ def register(app: typer.Typer) -> None:
                                        help="Stage-1 checkpoint (.pt) whose predicted masks feed stage 2."),
         model: str = typer.Option("resnet18-ma", "--model", help="Zoo model, e.g. resnet18-ma, resnet50, vgg16-cbam."),
         out: Path = typer.Option(Path("runs/cls"), "--out", help="Run folder (checkpoints, history)."),
-        preset: SegPreset = typer.Option(SegPreset.cpu, help="cpu: 128 px, 30 epochs; paper: 512 px, 200 epochs, batch 64."),
+        preset: SegPreset = typer.Option(SegPreset.cpu, help="cpu: 128 px, 25 epochs; paper: 512 px, 200 epochs, batch 64."),
         splits: Path = typer.Option(Path("splits/cls.json"), help="Split file; created if missing."),
         cache: Path = typer.Option(Path("runs/cache"), help="Folder for the segmented-image cache."),
         balance: Optional[Balance] = typer.Option(None, help="Class balancing: sampler, loss weights, or none."),

@@ -6,6 +6,9 @@
   (VGG convs, ResNet and Inception stems). A 1x1/stride-1 conv emits no pool, its site uses the
   incoming map unchanged.
 * :class:`PoolBlock` - a max-pool that moves the map by an average pool with the same k/s/p.
+* :class:`ZooModel` - the common ``(image, mask)`` interface with ``forward_features`` /
+  ``forward_head`` and the MA introspection of :class:`MaskAttentionMixin`.
+* :func:`init_weights` - Kaiming-normal convs, BN 1/0, linear N(0, 0.01).
 """
 
 from __future__ import annotations

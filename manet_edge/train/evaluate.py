@@ -75,6 +75,8 @@ def eval_classifier(checkpoint: Path, data: Path, splits: Path, split: str = "te
     size = int(ckpt["model_config"]["image_size"])
     classes = tuple(ckpt.get("classes", CLASSES))
     items = select(find_cls_items(data, classes), load_splits(splits)[split])
+    if not items:
+        raise ValueError(f"{splits}: the {split!r} split is empty")
     x, m = segment_items(data, items, seg_path, size, cache_dir=cache_dir, quiet=True)
     y = np.array([classes.index(it.label) for it in items])
     probs = predict(build_model_from_checkpoint(ckpt), ClsDataset(x, m, y))

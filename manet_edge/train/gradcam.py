@@ -11,40 +11,37 @@ import torch
 from torch import nn
 
 
-class _FixedMask(nn.Module):
-    """Adapter: pytorch-grad-cam calls ``model(x)``; our models take ``(x, mask)``."""
+class _CamModel(nn.Module):
+    """Adapter for pytorch-grad-cam, which calls ``model(x)`` and hooks a module's tensor output.
+
+    Our models take ``(x, mask)`` and their blocks return ``(features, map)`` tuples, so the
+    adapter holds the mask fixed and routes ``forward_features`` (the output of the last block)
+    through an ``nn.Identity`` that serves as the Grad-CAM target layer.
+    """
 
     def __init__(self, model: nn.Module, mask: torch.Tensor):
         super().__init__()
         self.model, self.mask = model, mask
+        self.last_block = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x, self.mask[: x.shape[0]])
-
-
-def target_layer(model: nn.Module) -> nn.Module:
-    """The last block whose output Grad-CAM explains (paper: the last bottleneck of ResNet50)."""
-    if hasattr(model, "gradcam_layer"):
-        return model.gradcam_layer()
-    for name in ("layer4", "Mixed_7c"):
-        if hasattr(model, name):
-            mod = getattr(model, name)
-            return mod[-1] if isinstance(mod, nn.Sequential) else mod
-    if hasattr(model, "features"):
-        return model.features[-1]
-    raise ValueError(f"no Grad-CAM target layer known for {type(model).__name__}")
+        feats = self.last_block(self.model.forward_features(x, self.mask[: x.shape[0]]))
+        return self.model.forward_head(feats)
 
 
 def gradcam(model: nn.Module, image: torch.Tensor, mask: torch.Tensor, target_class: int | None = None) -> tuple[np.ndarray, int]:
-    """Grad-CAM map (H,W) in [0,1] for one (1,C,H,W) image and its (1,1,H,W) mask; returns (map, class)."""
+    """Grad-CAM map (H,W) in [0,1] at the last block, for one (1,C,H,W) image and its (1,1,H,W) mask.
+
+    Returns ``(map, class)``; the class is the predicted one unless ``target_class`` is given.
+    """
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     model = model.eval()
-    wrapped = _FixedMask(model, mask)
+    wrapped = _CamModel(model, mask)
     with torch.no_grad():
         cls = int(model(image, mask).argmax(1)) if target_class is None else target_class
-    with GradCAM(model=wrapped, target_layers=[target_layer(model)]) as cam:
+    with GradCAM(model=wrapped, target_layers=[wrapped.last_block]) as cam:
         heat = cam(input_tensor=image, targets=[ClassifierOutputTarget(cls)])[0]
     return heat.astype(np.float32), cls
 

@@ -52,7 +52,7 @@ def cls_root(tmp_path: Path) -> Path:
     root = tmp_path / "cdata"
     for k, c in enumerate(CLASSES):
         (root / "cls" / c).mkdir(parents=True)
-        for i in range(8):
+        for i in range(10):
             img, _ = lung_pair(rng)
             img[20 + 4 * k: 26 + 4 * k, 18:26] = 250
             Image.fromarray(img).save(root / "cls" / c / f"kermany_{c}_{i}.png")

@@ -1,0 +1,214 @@
+"""End-to-end ``infer`` throughput versus the models' own time (issue 6, criterion 4).
+
+Measures, in one process and on the same runners:
+- model time: median seconds of ``seg.infer`` + ``cls.infer`` on a batch of ``B`` ready inputs
+  (after warm-up), giving the bound ``B / (t_seg(B) + t_cls(B))`` images/s;
+- end-to-end: :class:`manet_edge.pipeline.Pipeline` over image files on disk (decode,
+  pre-processing, post-processing, softmax included; no mask/overlay files), median images/s of
+  ``--repeats`` runs;
+and reports ``efficiency = end-to-end / bound`` (the bar is >= 0.90). Results go to
+``benchmarks/results/pipeline_throughput_<backend>.json`` (+ ``.md``).
+
+Run: ``python -m manet_edge.benchmarks.pipeline_throughput [--seg S.onnx --cls C.onnx]
+[--folder DIR | --images N --image-size PX] [--batch 1 4 8] [--backend onnxruntime]``
+(also runnable as ``python benchmarks/pipeline_throughput.py`` from the repo root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BAR = 0.90
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def synthetic_folder(folder: Path, n: int, size: int) -> Path:
+    """``n`` chest-X-ray-like 8-bit PNGs of ``size`` px (like shared/data: 512 px, mode L)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    for i in range(n):
+        lungs = np.zeros((size, size), np.float32)
+        for cx in (0.32, 0.68):
+            lungs += (((xx - cx) / 0.14) ** 2 + ((yy - 0.5) / 0.3) ** 2 <= 1) * rng.uniform(0.3, 0.5)
+        img = np.clip(0.75 - 0.3 * ((xx - 0.5) / 0.5) ** 2 - lungs + rng.normal(0, 0.03, (size, size)), 0, 1)
+        Image.fromarray((img * 255).astype(np.uint8)).save(folder / f"cxr_{i:04d}.png")
+    return folder
+
+
+def _median_time(fn, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def model_time(pipe, batch: int, repeats: int) -> dict[str, float]:
+    """Median seconds per call of each model on a batch of ``batch`` realistic inputs."""
+    seg, cls = pipe.seg, pipe.cls
+    rng = np.random.default_rng(1)
+    s, c = seg.card.input_size, cls.card.input_size
+    seg_feed = {"image": rng.random((batch, seg.card.in_channels, s, s), dtype=np.float32)}
+    mask = np.zeros((batch, 1, c, c), np.float32)
+    mask[:, :, c // 4: 3 * c // 4, c // 8: 7 * c // 8] = 1
+    cls_feed = {"image": rng.uniform(-1, 1, (batch, cls.card.in_channels, c, c)).astype(np.float32)}
+    if "mask" in cls.input_shapes:
+        cls_feed["mask"] = mask
+    t_seg = _median_time(lambda: seg.infer(seg_feed), repeats)
+    t_cls = _median_time(lambda: cls.infer(cls_feed), repeats)
+    return {"seg_s_per_batch": t_seg, "cls_s_per_batch": t_cls,
+            "bound_images_per_s": batch / (t_seg + t_cls)}
+
+
+def end_to_end(pipe, files) -> dict[str, Any]:
+    """One timed pipeline run over ``files``: images/s, and how busy the model thread was."""
+    from manet_edge.pipeline import StageTimes
+
+    pipe.times = StageTimes()
+    results = pipe.run(files)
+    infer_s = pipe.times.seconds["seg_infer"] + pipe.times.seconds["cls_infer"]
+    return {"images_per_s": len(files) / pipe.wall_s, "model_busy": infer_s / pipe.wall_s,
+            "classified": sum(r.probabilities is not None for r in results),
+            "failed": sum(not r.ok for r in results), "stages": pipe.times.to_dict()}
+
+
+def measure(pipe, files, batch: int, repeats: int, model_repeats: int) -> dict[str, Any]:
+    """``repeats`` pairs of (model-time bound, end-to-end run), measured back to back.
+
+    The efficiency is the median of the per-pair ratios, so slow drifts in background load
+    (other processes on a shared machine) affect both sides of each ratio alike.
+    """
+    pipe.run(files[: max(2, 2 * batch)])  # warm-up: thread pool, allocator, caches
+    pairs = []
+    for _ in range(repeats):
+        mt = model_time(pipe, batch, model_repeats)
+        e2e = end_to_end(pipe, files)
+        pairs.append((mt, e2e, e2e["images_per_s"] / mt["bound_images_per_s"]))
+    mid = sorted(pairs, key=lambda p: p[2])[len(pairs) // 2]
+    mt, e2e, eff = mid
+    return {"batch": batch, **mt, "e2e_images_per_s": e2e["images_per_s"], "efficiency": eff,
+            "efficiencies": [round(p[2], 4) for p in pairs], "model_busy": e2e["model_busy"],
+            "classified": e2e["classified"], "failed": e2e["failed"], "stages": e2e["stages"],
+            "passes_bar": eff >= BAR and e2e["classified"] == len(files)}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from manet_edge.assets import model_paths
+    from manet_edge.pipeline import Pipeline, PipelineConfig, walk_folder
+    from manet_edge.results import library_versions
+    from manet_edge.runtime import create_runner
+
+    if args.seg and args.cls:
+        seg_path, cls_path = Path(args.seg), Path(args.cls)
+    else:
+        seg_path, cls_path = model_paths(Path(args.models) if args.models else None, ".onnx")
+    with tempfile.TemporaryDirectory(prefix="manet-bench-") as tmp:
+        folder = Path(args.folder) if args.folder else synthetic_folder(Path(tmp), args.images, args.image_size)
+        files = walk_folder(folder)
+        if not files:
+            raise SystemExit(f"no files in {folder}")
+        kw: dict[str, Any] = {"threads": args.threads}
+        if args.backend == "onnxruntime":
+            kw["spin"] = args.spin
+        rows = []
+        for batch in args.batch:
+            seg = create_runner(seg_path, args.backend, args.precision, name="segmenter", **kw)
+            cls = create_runner(cls_path, args.backend, args.precision, name="classifier", **kw)
+            with Pipeline(seg, cls, PipelineConfig(batch=batch, workers=args.workers)) as pipe:
+                row = measure(pipe, files, batch, args.repeats, args.model_repeats)
+                precision = seg.precision
+            rows.append(row)
+            print(f"batch {batch:3d}: model bound {row['bound_images_per_s']:.2f} img/s "
+                  f"(seg {1e3 * row['seg_s_per_batch']:.1f} ms + cls {1e3 * row['cls_s_per_batch']:.1f} ms per batch), "
+                  f"end-to-end {row['e2e_images_per_s']:.2f} img/s -> {100 * row['efficiency']:.1f}% "
+                  f"(pairs {row['efficiencies']}; model thread busy {100 * row['model_busy']:.0f}%; "
+                  f"{row['classified']}/{len(files)} classified)", flush=True)
+    return {
+        "benchmark": "pipeline_throughput", "bar": BAR,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": {"cpu": _cpu_name(), "cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "backend": args.backend, "precision": precision, "threads": args.threads, "workers": args.workers,
+        "ort_spin": args.spin if args.backend == "onnxruntime" else None,
+        "models": {"segmenter": str(seg_path), "classifier": str(cls_path)},
+        "inputs": {"folder": args.folder, "images": len(files),
+                   "image_size": None if args.folder else args.image_size},
+        "libraries": library_versions(), "rows": rows,
+    }
+
+
+def _markdown(doc: dict[str, Any]) -> str:
+    lines = [f"# Pipeline throughput ({doc['backend']}, {doc['precision']})", "",
+             f"{doc['device']['cpu']}, {doc['device']['cpu_count']} CPUs; {doc['inputs']['images']} images; "
+             f"models {doc['models']['segmenter']}, {doc['models']['classifier']}; {doc['created']}", "",
+             "| batch | seg ms/batch | cls ms/batch | bound img/s | end-to-end img/s | efficiency (median pair) | model thread busy | >= 90% |",
+             "|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+    for r in doc["rows"]:
+        lines.append(f"| {r['batch']} | {1e3 * r['seg_s_per_batch']:.1f} | {1e3 * r['cls_s_per_batch']:.1f} | "
+                     f"{r['bound_images_per_s']:.2f} | {r['e2e_images_per_s']:.2f} | {100 * r['efficiency']:.1f}% | "
+                     f"{100 * r['model_busy']:.0f}% | "
+                     f"{'yes' if r['passes_bar'] else 'NO'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seg", help="segmenter model (default: --models or the bundled one)")
+    p.add_argument("--cls", help="classifier model")
+    p.add_argument("--models", help="folder with segmenter.onnx and classifier.onnx")
+    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "openvino"))
+    p.add_argument("--precision", default=None)
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 4, 8])
+    p.add_argument("--folder", help="real images to run (default: synthetic PNGs)")
+    p.add_argument("--images", type=int, default=48)
+    p.add_argument("--image-size", type=int, default=512)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--spin", action=argparse.BooleanOptionalAction, default=False,
+                   help="onnxruntime intra-op spin-waiting (the infer command turns it off)")
+    p.add_argument("--repeats", type=int, default=5, help="(bound, end-to-end) pairs per batch size")
+    p.add_argument("--model-repeats", type=int, default=10)
+    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    p.add_argument("--tag", default="", help="suffix for the result file names")
+    args = p.parse_args(argv)
+    doc = run(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"pipeline_throughput_{args.backend}{'_' + args.tag if args.tag else ''}"
+    (out / f"{stem}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(_markdown(doc))
+    print(f"wrote {out / stem}.json/.md")
+    return 0 if all(r["passes_bar"] for r in doc["rows"]) else 1
+
+
+if __name__ == "__main__":
+    if __package__ in (None, ""):  # `python benchmarks/pipeline_throughput.py` from a checkout
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Graph rewrites for exported MANet classifiers, one rule per file (pattern, check, rewrite).
+
+The MA pipeline (:func:`fold_mask_attention`), in order:
+
+1. ``cse_mask_branch`` - identical mask pools (same map, same k/s/p) are computed once.
+2. ``relu_before_mask_mul`` - ``Relu(x * m) -> Relu(x) * m`` (m >= 0), so the runtime fuses
+   ``Conv [+ Add] + Relu`` as in the plain network.
+3. ``fuse_mask_mul`` - every MA site becomes one ``manet_edge::MaskAttentionMul`` node, defined
+   by a model-local function (:mod:`~manet_edge.export.rules.functions`).
+4. ``hoist_mask_branch`` - the mask pyramid is computed first, from the ``mask`` input alone.
+
+``ma_op="inline"`` then inlines the function, giving the same graph in standard ops only.
+"""
+
+from __future__ import annotations
+
+import onnx
+
+from manet_edge.errors import ManetEdgeError
+from manet_edge.export.rules import (
+    cse_mask_branch,
+    fuse_mask_mul,
+    hoist_mask_branch,
+    relu_before_mask_mul,
+)
+from manet_edge.export.rules.base import RewriteContext, RewriteReport, Rule, apply_rules
+from manet_edge.export.rules.functions import BODIES, MA_DOMAIN, MA_OP, count_ma_nodes, inline_ma
+
+MA_OPS = ("fused", "inline")
+
+
+def ma_rules(body: str = "expand") -> list[Rule]:
+    """The MA rules in the order they run."""
+    return [cse_mask_branch.RULE, relu_before_mask_mul.RULE, fuse_mask_mul.make_rule(body), hoist_mask_branch.RULE]
+
+
+def fold_mask_attention(model: onnx.ModelProto, *, ma_op: str = "fused", body: str = "expand",
+                        mask_input: str = "mask") -> tuple[onnx.ModelProto, RewriteReport]:
+    """Apply the MA rules to ``model`` (in place) and return it, inlined when ``ma_op='inline'``."""
+    if ma_op not in MA_OPS:
+        raise ManetEdgeError(f"ma_op must be one of {MA_OPS}, got {ma_op!r}")
+    report = apply_rules(model, ma_rules(body), mask_input=mask_input)
+    if ma_op == "inline":
+        model = inline_ma(model)
+    return model, report
+
+
+__all__ = [
+    "BODIES", "MA_DOMAIN", "MA_OP", "MA_OPS", "RewriteContext", "RewriteReport", "Rule", "apply_rules",
+    "count_ma_nodes", "fold_mask_attention", "inline_ma", "ma_rules",
+]

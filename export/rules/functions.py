@@ -1,0 +1,120 @@
+"""The fused MA op ``manet_edge::MaskAttentionMul`` and its ONNX model-local function body.
+
+One node per MA site::
+
+    Y = manet_edge.MaskAttentionMul(X, M; channels=C)      # Y = X * M, M (N,1,h,w) over C channels
+
+``X`` is the feature map (N, C, h, w), ``M`` the site's map from the hoisted mask pyramid (the
+"pool" half of the multiply-pool step, shared between sites), ``channels`` the static C. The op
+is defined by a ``FunctionProto`` stored in ``model.functions``, so ONNX Runtime, OpenVINO and
+TensorRT (>= 9, which inlines local functions) run it with no plugin; ``--ma-op inline`` writes the
+same graph with the body inlined (:func:`inline_ma`).
+
+Two bodies compute the same values (a per-pixel scalar times every channel):
+
+``expand`` (default)
+    ``Y = Mul(X, Conv(M, ones(C,1,1,1)))``. The 1x1 conv broadcasts the map to C channels in the
+    layout the runtime picks for convolutions, so ONNX Runtime's NCHWc pass keeps the multiply in
+    its blocked layout instead of reordering the feature map to NCHW and back around a broadcast
+    ``Mul`` (that reordering is what made the naive export slow). The weights are built from the
+    ``channels`` attribute by constant-foldable ops, so the function has no tensor inputs besides
+    X and M.
+``broadcast``
+    ``Y = Mul(X, M)``, the literal definition.
+
+The name was checked against every ONNX operator schema (all versions) and the TensorRT ONNX
+parser's built-in importers (TensorRT matches local functions and importers by name alone); the
+custom domain keeps it apart from both.
+"""
+
+from __future__ import annotations
+
+import onnx
+from onnx import AttributeProto, TensorProto, helper
+
+from manet_edge.errors import ManetEdgeError
+
+MA_DOMAIN = "manet_edge"
+MA_OP = "MaskAttentionMul"
+MA_DOMAIN_VERSION = 1
+BODIES = ("expand", "broadcast")
+
+
+def _ref_attr(name: str, ref: str, attr_type: int) -> AttributeProto:
+    a = AttributeProto()
+    a.name = name
+    a.ref_attr_name = ref
+    a.type = attr_type
+    return a
+
+
+def build_function(opset: int, body: str = "expand") -> onnx.FunctionProto:
+    """The ``FunctionProto`` of :data:`MA_OP` for models importing the default domain at ``opset``."""
+    if body not in BODIES:
+        raise ManetEdgeError(f"MA function body must be one of {BODIES}, got {body!r}")
+    if body == "broadcast":
+        nodes = [helper.make_node("Mul", ["X", "M"], ["Y"])]
+    else:
+        channels = helper.make_node("Constant", [], ["c"])
+        channels.attribute.append(_ref_attr("value_int", "channels", AttributeProto.INT))
+        nodes = [
+            channels,
+            helper.make_node("Constant", [], ["axes0"], value_ints=[0]),
+            helper.make_node("Unsqueeze", ["c", "axes0"], ["c1"]),
+            helper.make_node("Constant", [], ["hw"], value_ints=[1, 1, 1]),
+            helper.make_node("Concat", ["c1", "hw"], ["wshape"], axis=0),
+            helper.make_node("ConstantOfShape", ["wshape"], ["ones"],
+                             value=helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])),
+            helper.make_node("CastLike", ["ones", "X"], ["w"]),
+            helper.make_node("Conv", ["M", "w"], ["E"], kernel_shape=[1, 1]),
+            helper.make_node("Mul", ["X", "E"], ["Y"]),
+        ]
+    return helper.make_function(
+        MA_DOMAIN, MA_OP, inputs=["X", "M"], outputs=["Y"], nodes=nodes,
+        opset_imports=[helper.make_opsetid("", opset)], attributes=["channels"],
+        doc_string=f"Mask attention multiply: Y = X * M, M (N,1,h,w) broadcast over the C=channels "
+                   f"channels of X (N,C,h,w). Body: {body}.")
+
+
+def model_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    raise ManetEdgeError("model imports no default ONNX opset")
+
+
+def ensure_function(model: onnx.ModelProto, body: str = "expand") -> None:
+    """Add the MA function (and its domain import) to ``model`` unless it is there already."""
+    if not any(f.domain == MA_DOMAIN and f.name == MA_OP for f in model.functions):
+        model.functions.append(build_function(model_opset(model), body))
+    if not any(imp.domain == MA_DOMAIN for imp in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MA_DOMAIN, MA_DOMAIN_VERSION))
+
+
+def make_ma_node(x: str, m: str, y: str, channels: int, name: str) -> onnx.NodeProto:
+    return helper.make_node(MA_OP, [x, m], [y], name=name, domain=MA_DOMAIN, channels=int(channels))
+
+
+def count_ma_nodes(model: onnx.ModelProto) -> int:
+    return sum(1 for n in model.graph.node if n.domain == MA_DOMAIN and n.op_type == MA_OP)
+
+
+def drop_unused_functions(model: onnx.ModelProto) -> None:
+    """Remove the MA function and its domain import when no node calls it any more."""
+    if count_ma_nodes(model):
+        return
+    keep = [f for f in model.functions if not (f.domain == MA_DOMAIN and f.name == MA_OP)]
+    del model.functions[:]
+    model.functions.extend(keep)
+    imports = [i for i in model.opset_import if i.domain != MA_DOMAIN]
+    del model.opset_import[:]
+    model.opset_import.extend(imports)
+
+
+def inline_ma(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The same model with every local function inlined (``--ma-op inline``)."""
+    from onnx import inliner
+
+    out = inliner.inline_local_functions(model)
+    drop_unused_functions(out)
+    return out

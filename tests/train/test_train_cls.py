@@ -1,0 +1,104 @@
+"""Stage 2 end to end on tiny synthetic data: cache of predicted masks, training, eval, Grad-CAM."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from manet_edge.config import SegModelConfig
+from manet_edge.datasets import find_cls_items
+from manet_edge.train.checkpoint import load_checkpoint, save_checkpoint
+from manet_edge.train.cls import class_weights, segment_items, train_classifier
+from manet_edge.train.dist import DistInfo
+from manet_edge.train.evaluate import aggregate_runs, eval_classifier, runs_table
+from manet_edge.train.loop import preset
+
+
+@pytest.fixture()
+def segmenter_ckpt(tmp_path):
+    """An untrained but valid segmenter checkpoint (threshold 0 keeps the masks non-empty)."""
+    from manet_edge.config import to_dict
+    from manet_edge.models.unet import create_segmenter
+
+    torch.manual_seed(0)
+    cfg = SegModelConfig(decoder_channels=(16, 16, 8, 8), image_size=64)
+    model = create_segmenter(cfg)
+    path = tmp_path / "seg.pt"
+    save_checkpoint({"kind": "seg", "model_config": to_dict(cfg), "train_config": {}, "epoch": 0, "metrics": {},
+                     "postprocess": {"threshold": 0.0, "min_object_fraction": 0.0, "keep_largest": 0},
+                     "state_dict": model.state_dict()}, path)
+    return path
+
+
+def test_segment_items_is_cached_and_binary(cls_root, segmenter_ckpt, tmp_path):
+    items = find_cls_items(cls_root)[:6]
+    x, m = segment_items(cls_root, items, segmenter_ckpt, 32, cache_dir=tmp_path / "cache", quiet=True)
+    assert x.shape == m.shape == (6, 1, 32, 32)
+    assert set(np.unique(m)) <= {0.0, 1.0} and x.min() >= 0 and x.max() <= 1
+    cached = list((tmp_path / "cache").glob("*.npz"))
+    assert len(cached) == 1
+    x2, m2 = segment_items(cls_root, items, segmenter_ckpt, 32, cache_dir=tmp_path / "cache", quiet=True)
+    assert np.array_equal(m, m2) and np.allclose(x, x2, atol=1e-3)  # float16 cache
+    x3, _ = segment_items(cls_root, items[:3], segmenter_ckpt, 32, cache_dir=tmp_path / "cache", quiet=True)
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2 and len(x3) == 3
+
+
+def test_class_weights_favour_scarce_class():
+    w = class_weights(np.array([0] * 8 + [1] * 2), 5)
+    assert w[1] == 4 * w[0] and w[2] == 0
+
+
+def test_train_eval_and_aggregate(cls_root, segmenter_ckpt, tmp_path):
+    torch.set_num_threads(1)
+    reports = []
+    for seed in (0, 1):
+        out = tmp_path / f"run{seed}"
+        cfg = preset("cls-cpu", epochs=1, batch_size=8, image_size=32, seed=seed, max_steps_per_epoch=2)
+        best = train_classifier(cls_root, segmenter_ckpt, "resnet18-ma", out, cfg, DistInfo(),
+                                splits_path=tmp_path / "splits.json", cache_dir=tmp_path / "cache", quiet=True)
+        assert 0.0 <= best["score"] <= 1.0
+        ck = load_checkpoint(out / "best.pt")
+        assert ck["classes"] == ["normal", "covid", "tb", "bacterial", "viral"]
+        assert ck["model_config"]["name"] == "resnet18-ma" and ck["train_config"]["seed"] == seed
+        reports.append(eval_classifier(out / "best.pt", cls_root, tmp_path / "splits.json", "test", cache_dir=tmp_path / "cache"))
+    r = reports[0]
+    cm = np.array(r["confusion_matrix"])
+    assert cm.sum() == r["n"] and abs(r["accuracy"] - np.trace(cm) / cm.sum()) < 1e-12
+    agg = aggregate_runs(reports)
+    assert [x["seed"] for x in agg["resnet18-ma"]["runs"]] == [0, 1]
+    assert abs(agg["resnet18-ma"]["mean"] - np.mean([x["accuracy"] for x in reports])) < 1e-12
+    assert "resnet18-ma" in runs_table(agg)
+
+
+def test_gradcam_cli_reports_inside_fraction(cls_root, segmenter_ckpt, tmp_path):
+    import typer
+
+    from manet_edge.commands import gradcam as gradcam_cmd
+
+    torch.set_num_threads(1)
+    cfg = preset("cls-cpu", epochs=1, batch_size=8, image_size=64, max_steps_per_epoch=1)
+    train_classifier(cls_root, segmenter_ckpt, "resnet18", tmp_path / "r", cfg, DistInfo(),
+                     splits_path=tmp_path / "splits.json", cache_dir=tmp_path / "cache", quiet=True)
+    app = typer.Typer()
+    gradcam_cmd.register(app)
+    app.command("noop")(lambda: None)  # keep typer in multi-command mode
+    res = CliRunner().invoke(app, ["gradcam", str(tmp_path / "r/best.pt"), "--data", str(cls_root), "--splits",
+                                   str(tmp_path / "splits.json"), "--out", str(tmp_path / "gc"), "--cache",
+                                   str(tmp_path / "cache"), "--overlays", "2"])
+    assert res.exit_code == 0, res.output
+    result = json.loads((tmp_path / "gc/gradcam.json").read_text())
+    (entry,) = result.values()
+    assert 0.0 <= entry["inside_lung_fraction_mean"] <= 1.0
+    assert len(list((tmp_path / "gc").rglob("*.png"))) == 2
+
+
+def test_inside_fraction():
+    from manet_edge.train.gradcam import inside_fraction
+
+    heat = np.zeros((4, 4))
+    heat[0, 0], heat[3, 3] = 3.0, 1.0
+    mask = np.zeros((4, 4))
+    mask[0, 0] = 1
+    assert inside_fraction(heat, mask) == 0.75
