@@ -154,7 +154,8 @@ def machine_slug(env: dict[str, Any]) -> str:
     """A folder name for this machine: ``jetson-<board>``, ``gpu-<name>`` or ``cpu-<N>core-<model>``."""
     jet = env.get("jetson") or {}
     if jet.get("board"):
-        return "jetson-" + slugify(str(jet["board"]).replace("NVIDIA", "").replace("Developer Kit", ""))
+        board = re.sub(r"nvidia|jetson|developer kit", " ", str(jet["board"]).lower())
+        return "jetson-" + slugify(board)
     gpus = (env.get("gpu") or {}).get("gpus") or []
     if gpus:
         return "gpu-" + slugify(gpus[0]["name"])

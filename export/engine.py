@@ -215,6 +215,20 @@ def hash_calibration(path: str | Path | None) -> str | None:
     raise EngineBuildError(f"calibration data {path} does not exist")
 
 
+def card_calibration_sha256(card: dict[str, Any] | None) -> str | None:
+    """The calibration hash ``export.quantize`` stored in an int8 model card (``card.extra``).
+
+    The card is the JSON dict of :class:`manet_edge.metadata.ModelCard`; ``extra`` holds exporter
+    additions such as ``calibration_sha256``. A top-level key (a card from a newer writer read as
+    a plain dict) is accepted too.
+    """
+    if not card:
+        return None
+    extra = card.get("extra") or {}
+    value = (extra.get("calibration_sha256") if isinstance(extra, dict) else None) or card.get("calibration_sha256")
+    return str(value) if value else None
+
+
 @dataclass(frozen=True)
 class BuildResult:
     engine_path: Path
@@ -322,7 +336,7 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *, precis
     plan = plan_build(str(trt.__version__), precision, facts.is_fp16, facts.has_qdq, dla=dla_core is not None)
     for problem in facts.name_problems:
         echo(f"warning: {problem}")
-    calibration_sha = hash_calibration(calibration_data) or (facts.card or {}).get("calibration_sha256")
+    calibration_sha = hash_calibration(calibration_data) or card_calibration_sha256(facts.card)
     env = env or probe_environment()
     if out.exists() and not rebuild:
         stale = _up_to_date_problems(out, facts, precision, profile, env)

@@ -6,9 +6,10 @@ ragged edges, the kind the segmenter produces) and, for MA models, compares the 
 with the same graph inlined. :func:`format_table` prints the rows. The bar (docs/CONTRACTS.md,
 ARCHITECTURE "Tests") is fp32 max abs diff <= 1e-4 on the logits.
 
-OpenVINO's ONNX frontend (2026.4) does not read model-local functions, so
-:func:`openvino_compile` registers a conversion for ``manet_edge::MaskAttentionMul`` (a broadcast
-``Multiply``, exactly the op's definition) before reading a fused model.
+OpenVINO's ONNX frontend (2026.4) cannot convert the MA op's model-local function, so
+:func:`openvino_compile` registers the runtime's conversion for ``manet_edge::MaskAttentionMul``
+(a broadcast ``Multiply``, exactly the op's definition; :mod:`manet_edge.runtime.openvino`)
+before reading a fused model, as the OpenVINO runner does.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class ParityRow:
     max_abs: float
     tolerance: float = TOLERANCE
     note: str = ""
+    scale: float = 0.0  # max |logit| of the reference, to show the diff is not trivially small
 
     @property
     def ok(self) -> bool:
@@ -46,23 +48,58 @@ class ParityReport:
 
     def add(self, model: str, check: str, a: np.ndarray, b: np.ndarray, tol: float = TOLERANCE, note: str = "") -> ParityRow:
         diff = float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)))) if np.size(a) else 0.0
-        row = ParityRow(model, check, diff, tol, note)
+        scale = float(np.max(np.abs(a))) if np.size(a) else 0.0
+        row = ParityRow(model, check, diff, tol, note, scale)
         self.rows.append(row)
         return row
 
 
 def format_table(rows: Iterable[ParityRow]) -> str:
     """A Markdown table of parity rows."""
-    lines = ["| model | check | max abs diff | tolerance | result |", "|---|---|---|---|---|"]
+    lines = ["| model | check | max abs diff | max abs logit | tolerance | result |", "|---|---|---|---|---|---|"]
     for r in rows:
         note = f" ({r.note})" if r.note else ""
-        lines.append(f"| {r.model} | {r.check} | {r.max_abs:.2e} | {r.tolerance:.0e} | {'ok' if r.ok else 'FAIL'}{note} |")
+        lines.append(f"| {r.model} | {r.check} | {r.max_abs:.2e} | {r.scale:.3g} | {r.tolerance:.0e} | "
+                     f"{'ok' if r.ok else 'FAIL'}{note} |")
     return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------
 # Inputs
 # ----------------------------------------------------------------------------------------------
+
+def randomize_like_trained(model: Any, seed: int = 0, *, size: int = 64, in_channels: int = 1,
+                           target: float = 8.0) -> Any:
+    """Give a freshly initialised torch classifier trained-looking BN statistics and O(target) logits.
+
+    A fresh model has identity BN statistics and a tiny head, so its logits are ~0 and any parity
+    check passes trivially. This sets random BN statistics/affines, then rescales the last
+    ``Linear`` (the head is positively homogeneous) so the largest |logit| on lung-like inputs of
+    ``size`` is ``target``, like a trained 5-class model.
+    """
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    linears = []
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                n = mod.num_features
+                mod.running_mean.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
+                mod.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                mod.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                mod.bias.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
+            elif isinstance(mod, torch.nn.Linear):
+                linears.append(mod)
+        model.eval()
+        if linears:
+            feed = input_sets("cls", size, in_channels, batch=2, seed=seed)["blobs"]
+            peak = float(np.abs(run_torch(model, feed)).max())
+            if peak > 0:
+                linears[-1].weight.mul_(target / peak)
+                linears[-1].bias.mul_(target / peak)
+    return model
+
 
 def blob_masks(n: int, size: int, seed: int = 0) -> np.ndarray:
     """(n,1,size,size) {0,1} lung-like masks: two ellipses with jittered centres and ragged borders."""
@@ -116,25 +153,20 @@ def run_ort(model: onnx.ModelProto | str | Path, feed: dict[str, np.ndarray], th
 
 
 def openvino_extensions() -> list[Any]:
-    """OpenVINO frontend conversions for the manet_edge ops (OpenVINO ignores ONNX local functions)."""
-    import openvino.opset13 as ops
-    from openvino.frontend.onnx import ConversionExtension
+    """OpenVINO frontend conversions for the manet_edge ops (the runtime's, see
+    :func:`manet_edge.runtime.openvino.conversion_extensions`)."""
+    from manet_edge.runtime.openvino import conversion_extensions
 
-    from manet_edge.export.rules.functions import MA_DOMAIN, MA_OP
-
-    def mask_attention_mul(node):
-        return [ops.multiply(node.get_input(0), node.get_input(1)).output(0)]
-
-    return [ConversionExtension(MA_OP, MA_DOMAIN, mask_attention_mul)]
+    return conversion_extensions()
 
 
 def openvino_compile(model: onnx.ModelProto | str | Path, threads: int | None = None, hint: str = "LATENCY"):
     """Compile for the CPU in f32 (``INFERENCE_PRECISION_HINT`` set explicitly)."""
     import openvino as ov
 
-    core = ov.Core()
-    for ext in openvino_extensions():
-        core.add_extension(ext)
+    from manet_edge.runtime.openvino import register_extensions
+
+    core = register_extensions(ov.Core())
     if isinstance(model, onnx.ModelProto):
         ov_model = core.read_model(model.SerializeToString(), b"")
     else:

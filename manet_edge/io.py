@@ -29,6 +29,7 @@ MAX_PIXELS = 100_000_000
 MIN_SIDE = 32
 """Images with a side shorter than this cannot hold a chest X-ray."""
 
+_EXIF_ORIENTATION = 0x0112
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _GREY_MODES = ("L", "I", "F")
 _COLOUR_MODES = ("RGB", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
@@ -99,7 +100,8 @@ def _load_pillow(path: Path, max_pixels: int) -> np.ndarray:
             if getattr(im, "n_frames", 1) > 1:
                 im.seek(0)  # multi-page TIFF: the first page
             im.load()
-            im = ImageOps.exif_transpose(im) or im
+            if im.getexif().get(_EXIF_ORIENTATION, 1) not in (1, None):
+                im = ImageOps.exif_transpose(im)
             return _pil_to_gray(im, path)
     except BadInputError:
         raise

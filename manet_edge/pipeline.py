@@ -71,10 +71,14 @@ class PipelineConfig:
 
 @dataclass(frozen=True)
 class InputFile:
-    """A file to run: its path, and its path relative to the input folder (posix; the CSV key)."""
+    """A file to run: its path, and its path relative to the input folder (posix; the CSV key).
+
+    ``error`` is set for an entry that could not even be listed (an unreadable sub-folder).
+    """
 
     path: Path
     rel: str
+    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -149,12 +153,19 @@ def walk_folder(folder: Path, *, exclude: Sequence[Path] = ()) -> list[InputFile
 
     Hidden entries (names starting with '.') are skipped, and so is anything under ``exclude``
     (the output folder when it lies inside the input folder). Symbolic links to files are
-    followed; links to folders are not (no cycles).
+    followed; links to folders are not (no cycles). A sub-folder that cannot be listed becomes
+    an entry with ``error`` set (so it is reported, not silently skipped).
     """
     folder = Path(folder)
     excluded = [Path(os.path.abspath(e)) for e in exclude]
     found: list[InputFile] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+
+    def unlistable(exc: OSError) -> None:
+        where = Path(exc.filename) if exc.filename else folder
+        rel = where.relative_to(folder).as_posix() if where != folder else "."
+        found.append(InputFile(where, rel + "/", f"cannot list this folder: {exc.strerror or exc}"))
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unlistable, followlinks=False):
         here = Path(os.path.abspath(dirpath))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and here / d not in excluded)
         for name in filenames:
@@ -214,8 +225,9 @@ def check_models(seg: Runner, cls: Runner) -> None:
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Overflow-free logistic function."""
-    return (0.5 * (1.0 + np.tanh(0.5 * x.astype(np.float32)))).astype(np.float32)
+    """Logistic function (float32; exp overflow for very negative logits correctly gives 0)."""
+    with np.errstate(over="ignore"):
+        return (1.0 / (1.0 + np.exp(-x.astype(np.float32, copy=False)))).astype(np.float32, copy=False)
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -294,6 +306,8 @@ class Pipeline:
     def _decode(self, item: WorkItem) -> WorkItem:
         t0 = time.perf_counter()
         try:
+            if item.src.error:
+                raise BadInputError(item.src.error, item.src.path)
             image = load_image(item.src.path)
             if float(image.max()) - float(image.min()) <= 1e-6 * max(1.0, abs(float(image.max()))):
                 raise BadInputError(f"image is blank (every pixel is {float(image.max()):g})", item.src.path)
@@ -351,7 +365,10 @@ class Pipeline:
                 it.error = f"segmenter inference failed: {_message(exc)}"
         else:
             for it, lg in zip(batch, logits):
-                it.prob = sigmoid(lg[0])
+                if np.isfinite(lg).all():
+                    it.prob = sigmoid(lg[0])
+                else:
+                    it.error = "segmenter returned NaN or infinite logits"
         for it in batch:
             it.seg_in = None
         self.times.add("seg_infer", time.perf_counter() - t0, len(batch))
@@ -368,7 +385,10 @@ class Pipeline:
                 it.error = f"classifier inference failed: {_message(exc)}"
         else:
             for it, p in zip(batch, softmax(logits)):
-                it.probabilities = p
+                if np.isfinite(p).all():
+                    it.probabilities = p
+                else:
+                    it.error = "classifier returned NaN or infinite logits"
         self.times.add("cls_infer", time.perf_counter() - t0, len(batch))
 
     # -- scheduler ----------------------------------------------------------------------------

@@ -133,7 +133,7 @@ def _png_bytes(array: np.ndarray) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
+    Image.fromarray(array).save(buf, format="PNG", compress_level=3)  # ~3x faster than the default 6, same size
     return buf.getvalue()
 
 
@@ -156,13 +156,13 @@ def overlay_image(display: np.ndarray, mask: np.ndarray, lines: Sequence[str], s
     colour = _COLOURS[state]
     rgb = np.repeat(display[..., None], 3, axis=2)
     edge = find_boundaries(mask, mode="inner")
-    thick = max(1, round(max(h, w) / 400))
+    thick = max(2, round(max(h, w) / 300))
     if thick > 1:
         edge = dilation(edge, disk(thick - 1))
     rgb[edge] = colour
     im = Image.fromarray(rgb)
     draw = ImageDraw.Draw(im)
-    font = _font(max(10, round(max(h, w) / 32)))
+    font = _font(max(10, round(max(h, w) / 22)))
     y = 2
     for line in lines:
         box = draw.textbbox((4, y), line, font=font)

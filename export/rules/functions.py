@@ -112,9 +112,63 @@ def drop_unused_functions(model: onnx.ModelProto) -> None:
 
 
 def inline_ma(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The same model with every local function inlined (``--ma-op inline``)."""
+    """The same model with every local function inlined (``--ma-op inline``).
+
+    The inlined weight chains of the ``expand`` body are folded into initializers: runtimes fold
+    them when they inline the function themselves, but ONNX Runtime leaves an inlined ``Cast``
+    unfolded, and the 1x1 conv then misses the NCHWc layout it exists for.
+    """
     from onnx import inliner
 
     out = inliner.inline_local_functions(model)
     drop_unused_functions(out)
+    fold_constants(out)
     return out
+
+
+_FOLDABLE = frozenset({"Constant", "Unsqueeze", "Concat", "ConstantOfShape", "Cast", "CastLike"})
+
+
+def fold_constants(model: onnx.ModelProto) -> int:
+    """Evaluate nodes of :data:`_FOLDABLE` types whose data inputs are constants; returns how many."""
+    import numpy as np
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    graph = model.graph
+    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    elem_types: dict[str, int] = {vi.name: vi.type.tensor_type.elem_type for vi in graph.input}
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+        for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
+            elem_types[vi.name] = vi.type.tensor_type.elem_type
+    except Exception:  # types are only needed for CastLike; without them it stays unfolded
+        pass
+    keep, folded = [], 0
+    for node in graph.node:
+        if node.op_type not in _FOLDABLE or node.domain not in ("", "ai.onnx"):
+            keep.append(node)
+            continue
+        if node.op_type == "CastLike":
+            to = elem_types.get(node.input[1], 0)
+            if node.input[0] not in values or not to:
+                keep.append(node)
+                continue
+            evaluated = helper.make_node("Cast", [node.input[0]], [node.output[0]], to=to)
+        elif all(i in values for i in node.input if i):
+            evaluated = node
+        else:
+            keep.append(node)
+            continue
+        feeds = {i: values[i] for i in evaluated.input if i}
+        (result,) = ReferenceEvaluator(evaluated).run(None, feeds)
+        values[node.output[0]] = np.asarray(result)
+        graph.initializer.append(numpy_helper.from_array(np.asarray(result), node.output[0]))
+        folded += 1
+    del graph.node[:]
+    graph.node.extend(keep)
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    inits = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+    return folded

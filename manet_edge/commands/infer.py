@@ -5,6 +5,7 @@ Exit codes (also in docs/infer.md):
   1  at least one file failed (its row has status=error); the other rows are valid
   2  nothing was run: bad option, empty folder, missing/incompatible models, unusable or
      existing output (without --overwrite); no result file was written
+  3  internal error (a bug; the traceback is printed)
   130 interrupted (Ctrl-C): predictions.csv/json were not written (masks already written stay)
 
 Only the standard library, typer and light manet_edge modules are imported at import time; the
@@ -29,6 +30,7 @@ from manet_edge.errors import ManetEdgeError
 EXIT_OK = 0
 EXIT_FILES_FAILED = 1
 EXIT_ERROR = 2
+EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
 
 
@@ -79,21 +81,26 @@ def infer(
     except ManetEdgeError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_ERROR) from None
+    except Exception as exc:  # a bug: keep exit code 1 meaning "some files failed"
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+        typer.echo(f"internal error: {type(exc).__name__}: {exc} (please report this with the traceback above)",
+                   err=True)
+        raise typer.Exit(EXIT_INTERNAL) from None
     raise typer.Exit(code)
 
 
-def _prepare_output(out: Path) -> bool:
-    """Create ``out`` if needed and prove it is writable; returns whether it was created."""
+def _prepare_output(out: Path) -> None:
+    """Create ``out`` if needed and prove it is writable."""
     if out.exists() and not out.is_dir():
         raise ManetEdgeError(f"output path {out} exists and is not a folder; choose another --out")
-    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as exc:
         raise ManetEdgeError(f"output folder {out} is not writable: {exc.strerror or exc}; choose another --out") from exc
-    return created
 
 
 def _check_overwrite(out: Path, paths: list[Path], overwrite: bool) -> None:
@@ -108,13 +115,6 @@ def _check_overwrite(out: Path, paths: list[Path], overwrite: bool) -> None:
         more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
         raise OutputExistsError(f"refusing to overwrite {len(existing)} existing output file(s): {shown}{more} "
                                 "(pass --overwrite to replace them, or choose another --out)")
-
-
-def _remove_if_empty(out: Path) -> None:
-    try:
-        out.rmdir()
-    except OSError:
-        pass
 
 
 def _runner_kwargs(backend: str, threads: int | None) -> dict[str, Any]:
@@ -146,19 +146,19 @@ def run_infer(*, folder: Path, out: Path, backend: str = "onnxruntime", precisio
         raise ManetEdgeError(f"no files found in {folder} (searched recursively; hidden files are skipped)")
     writer = None
     if save_masks or save_overlays:
-        writer = ArtifactWriter(out, artifact_names([f.rel for f in files]), masks=save_masks, overlays=save_overlays)
+        names = artifact_names([f.rel for f in files if not f.error])
+        writer = ArtifactWriter(out, names, masks=save_masks, overlays=save_overlays)
     _check_overwrite(out, [out / PREDICTIONS_CSV, out / PREDICTIONS_JSON, *(writer.planned_paths() if writer else [])],
                      overwrite)
-    created = _prepare_output(out)
     kwargs = _runner_kwargs(backend, threads)
     seg = create_runner(seg_path, backend, precision, name="segmenter", **kwargs)
     cls = create_runner(cls_path, backend, precision, name="classifier", **kwargs)
     pipeline = Pipeline(seg, cls, config)
+    pipeline.activate()  # models load and are checked before anything is created on disk
     try:
-        pipeline.activate()
+        _prepare_output(out)
     except ManetEdgeError:
-        if created:
-            _remove_if_empty(out)
+        pipeline.deactivate()
         raise
 
     bar = tqdm(total=len(files), unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True,

@@ -5,6 +5,15 @@ told otherwise. This runner always sets ``INFERENCE_PRECISION_HINT`` (``f32`` by
 back the precision the compiled model actually uses and reports that as :attr:`precision`.
 Asking for ``bf16`` on a CPU without it is an error rather than a silent fp32 run.
 ``InferRequest.infer`` releases the GIL, so the pipeline overlaps it with Python work.
+
+Exported classifiers with mask attention hold one ``manet_edge::MaskAttentionMul`` node per MA
+site, defined by an ONNX model-local function (docs/export.md). OpenVINO's ONNX frontend cannot
+convert that function's default body, so the runner registers :func:`conversion_extensions`
+before reading a model: each node becomes one broadcast ``Multiply(X, M)``, the op's definition.
+That is also OpenVINO's fast form: its CPU plugin broadcasts the one-channel map inside the
+multiply, so the 1x1 "expand" convolution the ONNX body uses for ONNX Runtime's NCHWc layout
+would only add a pass over the feature map. Only the compiled model's inputs are fed: OpenVINO
+may drop an input no node reads (the ``mask`` of plain and CBAM classifiers).
 """
 
 from __future__ import annotations
@@ -19,6 +28,11 @@ from manet_edge.metadata import read_onnx_card
 from manet_edge.runtime.base import Runner
 
 _HINTS = {"fp32": "f32", "bf16": "bf16"}
+
+# The fused MA op (kept equal to manet_edge.export.rules.functions by a test; the runtime does not
+# import the exporter).
+MA_DOMAIN = "manet_edge"
+MA_OP = "MaskAttentionMul"
 _FROM_OV = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "i8": "int8", "u8": "int8"}
 
 
@@ -34,6 +48,35 @@ def cpu_capabilities() -> list[str]:
     """OpenVINO's OPTIMIZATION_CAPABILITIES of the CPU (e.g. ``['BF16', 'FP32', 'INT8', ...]``)."""
     ov = _import_ov()
     return [str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+
+
+def _mask_attention_mul(node: Any) -> list[Any]:
+    """``Y = X * M``: M (N,1,h,w) broadcast over the channels of X (numpy broadcasting)."""
+    import openvino.opset13 as ops
+
+    if node.get_input_size() != 2:
+        raise ModelError(f"{MA_DOMAIN}::{MA_OP} takes 2 inputs (X, M), got {node.get_input_size()}")
+    return [ops.multiply(node.get_input(0), node.get_input(1), auto_broadcast="numpy").output(0)]
+
+
+def conversion_extensions() -> list[Any]:
+    """OpenVINO ONNX-frontend conversions for the manet_edge ops; pass each to ``core.add_extension``.
+
+    Empty when this OpenVINO has no Python ONNX frontend extension API (models without the
+    fused op still load; a fused one then fails in ``read_model`` with a :class:`ModelError`).
+    """
+    try:
+        from openvino.frontend.onnx import ConversionExtension
+    except ImportError:
+        return []
+    return [ConversionExtension(MA_OP, MA_DOMAIN, _mask_attention_mul)]
+
+
+def register_extensions(core: Any) -> Any:
+    """Add :func:`conversion_extensions` to an ``openvino.Core``; returns the core."""
+    for ext in conversion_extensions():
+        core.add_extension(ext)
+    return core
 
 
 class OpenVINORunner(Runner):
@@ -54,6 +97,7 @@ class OpenVINORunner(Runner):
         self._compiled: Any = None
         self._request: Any = None
         self._out_ports: list[Any] = []
+        self._fed: tuple[str, ...] = ()
         self.capabilities: list[str] = []
 
     def _activate(self) -> None:
@@ -70,8 +114,10 @@ class OpenVINORunner(Runner):
                                   "PERFORMANCE_HINT": self.performance_hint}
         if self.threads is not None:
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
+        register_extensions(core)
         try:
             model = core.read_model(str(self.path))
+            declared = {p.get_any_name(): _shape(p) for p in model.inputs}
             compiled = core.compile_model(model, self.device, config)
         except RuntimeError as exc:
             raise ModelError(f"{self.path}: openvino cannot load this model ({exc})") from exc
@@ -79,16 +125,10 @@ class OpenVINORunner(Runner):
         ran_name = _FROM_OV.get(ran.get_type_name(), ran.get_type_name())
         if ran_name != want:
             raise ModelError(f"{self.path}: asked OpenVINO for {want}, but it compiled the model for {ran_name}")
-        self._inputs = {}
-        for port in compiled.inputs:
-            shape = port.get_partial_shape()
-            self._inputs[port.get_any_name()] = tuple(
-                d.get_length() if d.is_static else None for d in shape)
-        self._outputs = {}
-        for port in compiled.outputs:
-            shape = port.get_partial_shape()
-            self._outputs[port.get_any_name()] = tuple(
-                d.get_length() if d.is_static else None for d in shape)
+        # The model's declared signature (the contract's inputs), fed with what the compiled model kept.
+        self._fed = tuple(p.get_any_name() for p in compiled.inputs)
+        self._inputs = {**declared, **{p.get_any_name(): _shape(p) for p in compiled.inputs}}
+        self._outputs = {p.get_any_name(): _shape(p) for p in compiled.outputs}
         self._out_ports = list(compiled.outputs)
         self._compiled = compiled
         self._request = compiled.create_infer_request()
@@ -97,7 +137,7 @@ class OpenVINORunner(Runner):
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
-            result = self._request.infer(feed)
+            result = self._request.infer({k: v for k, v in feed.items() if k in self._fed})
         except RuntimeError as exc:
             raise ModelError(f"{self.name}: openvino inference failed ({exc})") from exc
         # The request reuses its output buffers: copy before the next call.
@@ -107,8 +147,13 @@ class OpenVINORunner(Runner):
     def _deactivate(self) -> None:
         self._request = None
         self._compiled = None
+        self._fed = ()
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
         d.update(device=self.device, threads=self.threads, cpu_capabilities=self.capabilities)
         return d
+
+
+def _shape(port: Any) -> tuple[int | None, ...]:
+    return tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())

@@ -231,3 +231,14 @@ def test_help_lists_the_options(app):
     for opt in ("--out", "--backend", "--precision", "--models", "--batch", "--save-masks", "--save-overlays",
                 "--overwrite", "--threads"):
         assert opt in res.output
+
+
+def test_internal_error_has_its_own_exit_code(app, image_folder, models_dir, tmp_path, monkeypatch):
+    from manet_edge.pipeline import Pipeline
+
+    def bug(self, files, **kw):
+        raise ZeroDivisionError("oops")
+
+    monkeypatch.setattr(Pipeline, "run", bug)
+    res = run(app, image_folder, "--out", tmp_path / "o", "--models", models_dir)
+    assert res.exit_code == 3 and "internal error: ZeroDivisionError: oops" in res.stderr

@@ -79,6 +79,15 @@ def test_trt10_int8_from_qdq_onnx(fake_trt, onnx_factory, tmp_path):
     assert res.manifest.calibration_sha256 == sha256_file(tmp_path / "calib.onnx")
 
 
+def test_int8_calibration_hash_comes_from_the_card_extra(fake_trt, onnx_factory):
+    """export.quantize stores calibration_sha256 in the card's `extra`; the manifest picks it up."""
+    fake_trt("10.3.0")
+    card = {"kind": "cls", "model_name": "tiny", "input_size": 8, "precision": "int8",
+            "extra": {"calibration_sha256": "ab" * 32, "calibration_images": 4}}
+    res = _build(onnx_factory("q.int8.onnx", qdq=True, card=card), precision="int8")
+    assert res.manifest.calibration_sha256 == "ab" * 32
+
+
 def test_trt11_strongly_typed_builds(fake_trt, onnx_factory):
     trt = fake_trt("11.1.0")
     res = _build(onnx_factory("c.fp16.onnx", fp16=True), precision="fp16")

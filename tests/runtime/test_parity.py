@@ -116,6 +116,7 @@ def test_torch_vs_onnxruntime_vs_openvino(torch_checkpoints, seg_model, cls_mode
 
 # -- the project's real models, when the torch side of the package is present -----------------
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:Converting a tensor to a Python boolean")
 def test_real_models_torch_vs_onnx(tmp_path):
     torch = pytest.importorskip("torch")
     try:
@@ -155,3 +156,17 @@ def test_real_models_torch_vs_onnx(tmp_path):
             ref = t.infer(feed)["logits"]
             assert np.abs(ref - o.infer(feed)["logits"]).max() <= TOL
             assert np.abs(ref - v.infer(feed)["logits"]).max() <= TOL
+
+
+def test_infer_command_on_torch_checkpoints(torch_checkpoints, image_folder, tmp_path):
+    import json
+
+    from manet_edge.commands.infer import run_infer
+
+    models = torch_checkpoints[0].parent
+    code = run_infer(folder=image_folder, out=tmp_path / "out", backend="torch", models=models, batch=2,
+                     progress=False)
+    assert code == 0
+    meta = json.loads((tmp_path / "out" / "predictions.json").read_text())["meta"]
+    assert meta["backend"] == "torch" and meta["precision"]["classifier"] == "fp32"
+    assert "torch" in meta["libraries"]

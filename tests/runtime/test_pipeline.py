@@ -28,6 +28,24 @@ def test_walk_folder_recursive_sorted_hidden_and_excluded(tmp_path):
     assert files[0].path == tmp_path / "a" / "1.png"
 
 
+def test_unlistable_subfolder_is_reported(tmp_path, monkeypatch):
+    import os
+
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "ok.png").write_bytes(b"x")
+    real = os.scandir
+
+    def scandir(path="."):
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    files = walk_folder(tmp_path)
+    assert [(f.rel, f.error) for f in files] == [("locked/", "cannot list this folder: Permission denied"),
+                                                 ("ok.png", "")]
+
+
 def test_sigmoid_softmax_are_stable():
     assert np.all(np.isfinite(sigmoid(np.array([-1e4, 0, 1e4], np.float32))))
     p = softmax(np.array([[1000.0, 0, 0, 0, 0], [0, 0, 0, 0, 0]]))
@@ -165,3 +183,16 @@ def test_failed_inference_and_failed_artifacts_fail_rows(seg_model, cls_model, i
 def test_run_needs_activation(seg_model, cls_model):
     with pytest.raises(Exception, match="activate"):
         _pipe(seg_model, cls_model).run([InputFile(seg_model, "x")])
+
+
+def test_non_finite_model_outputs_fail_rows(seg_model, cls_model, image_folder):
+    files = walk_folder(image_folder)
+    with _pipe(seg_model, cls_model, batch=2) as pipe:
+        real_cls = pipe.cls._infer
+        pipe.cls._infer = lambda feed: {"logits": np.full((feed["image"].shape[0], 5), np.nan, np.float32)}
+        results = pipe.run(files)
+        assert all(r.status == "error" and "NaN" in r.error for r in results)
+        pipe.cls._infer = real_cls
+        pipe.seg._infer = lambda feed: {"logits": np.full(feed["image"].shape, np.inf, np.float32)}
+        results = pipe.run(files)
+    assert all(r.status == "error" and "segmenter returned NaN" in r.error for r in results)

@@ -46,6 +46,13 @@ def test_factory_errors(seg_model):
     except ImportError:
         with pytest.raises(BackendUnavailableError, match=r"manet-edge\[trt\]"):
             create_runner(seg_model, "tensorrt")
+    else:  # dispatched lazily: the runner is built, tensorrt itself is not imported yet
+        import sys
+
+        before = "tensorrt" in sys.modules
+        trt = create_runner(seg_model.with_suffix(".engine"), "tensorrt", "fp16")
+        assert type(trt).__name__ == "TensorRTRunner" and not trt.is_active
+        assert trt.requested_precision == "fp16" and ("tensorrt" in sys.modules) == before
     runner = create_runner(seg_model, "onnxruntime", threads=1)
     assert isinstance(runner, OnnxRuntimeRunner) and not runner.is_active  # constructor only stores
 

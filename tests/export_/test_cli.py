@@ -1,0 +1,61 @@
+"""``manet-edge export``: help without heavy imports, option errors, a tiny end-to-end export."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from manet_edge.commands import export as export_cmd
+
+
+@pytest.fixture
+def app():
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        pass
+
+    export_cmd.register(app)
+    return app
+
+
+def test_help_lists_options_and_does_not_import_torch():
+    code = ("import sys, typer; from typer.testing import CliRunner; from manet_edge.commands import export as e\n"
+            "app = typer.Typer()\n@app.callback()\ndef r(): pass\ne.register(app)\n"
+            "out = CliRunner().invoke(app, ['export', '--help']).output\n"
+            "assert '--ma-op' in out and '--calib-dir' in out and '--format' in out, out\n"
+            "assert 'torch' not in sys.modules and 'onnxruntime' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("args, phrase", [
+    ([], "nothing to export"),
+    (["--cls-model", "resnet18", "--seg-model", "default", "--precision", "int8"], "--calib-dir"),
+    (["--cls-model", "resnet18", "--batch", "4"], "dynamic"),
+])
+def test_option_errors_name_the_fix(app, tmp_path, args, phrase):
+    result = CliRunner().invoke(app, ["export", "--out", str(tmp_path), *args])
+    assert result.exit_code == 1 and phrase in result.output
+
+
+def test_tiny_export_with_verify_and_no_overwrite(app, tmp_path):
+    pytest.importorskip("torch")
+    args = ["export", "--cls-model", "resnet18-ma", "--size", "32", "--out", str(tmp_path), "--verify",
+            "--precision", "fp16"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "classifier.onnx").is_file() and (tmp_path / "classifier.fp16.onnx").is_file()
+    assert "fused vs inline (blobs)" in result.output and "parity: ok" in result.output
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 1 and "--overwrite" in again.output
+
+
+def test_engine_jobs_pick_the_requested_precision(tmp_path):
+    written = [tmp_path / n for n in ("segmenter.onnx", "classifier.onnx", "classifier.int8.onnx")]
+    assert export_cmd._engine_jobs(written, "int8") == [(written[0], "fp32"), (written[2], "int8")]
+    assert export_cmd._engine_jobs(written[:2], "fp32") == [(written[0], "fp32"), (written[1], "fp32")]

@@ -1,0 +1,87 @@
+"""fp16 cast pass and int8 QDQ with the mask branch kept in float (tiny models, synthetic X-rays)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from manet_edge.export.quantize import float_only_nodes, list_images, make_reader, quantize_int8, to_fp16
+from manet_edge.export.rules import fold_mask_attention
+from manet_edge.export.rules.functions import MA_OP
+
+
+def _tiny_cls(tiny):
+    """image -> conv -> *P(mask) -> relu -> GAP -> Gemm: a one-site MA classifier with a card."""
+    from manet_edge.export.onnx import Source, make_card, set_card
+
+    rng = np.random.default_rng(0)
+    nodes = [tiny.conv("image", "c1", "conv1"), tiny.pool("mask", "m1", name="pool1"),
+             helper.make_node("Mul", ["c1", "m1"], ["x1"], name="mul1"), helper.make_node("Relu", ["x1"], ["r1"], name="relu1"),
+             helper.make_node("GlobalAveragePool", ["r1"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], name="fc", transB=1)]
+    inits = tiny.conv_init("conv1", tiny.C, 1, 3, 0) + [
+        onnx.numpy_helper.from_array(rng.normal(0, 1, (5, tiny.C)).astype(np.float32), "fc_w"),
+        onnx.numpy_helper.from_array(np.zeros(5, np.float32), "fc_b")]
+    model = tiny.make(nodes, inits, outputs=("logits",), out_shapes=[["N", 5]])
+    model, _ = fold_mask_attention(model)
+    set_card(model, make_card(Source("cls", None, "tiny-ma", tiny.S), precision="fp32", ma_op="fused", opset=18))
+    return model
+
+
+def test_fp16_keeps_float32_io_and_matches(tiny):
+    model = _tiny_cls(tiny)
+    half = to_fp16(model)
+    onnx.checker.check_model(half, full_check=True)
+    assert all(vi.type.tensor_type.elem_type == TensorProto.FLOAT for vi in [*half.graph.input, *half.graph.output])
+    assert all(t.data_type == TensorProto.FLOAT16 for t in half.graph.initializer)
+    assert MA_OP in tiny.ops(half)
+    ref, out = tiny.run(model)[0], tiny.run(half)[0]
+    np.testing.assert_allclose(out, ref, rtol=1e-2, atol=1e-2)
+    from manet_edge.metadata import CARD_KEY, ModelCard
+
+    card = ModelCard.from_json({p.key: p.value for p in half.metadata_props}[CARD_KEY])
+    assert card.precision == "fp16"
+
+
+def test_mask_branch_and_ma_nodes_stay_float(tiny):
+    model = _tiny_cls(tiny)
+    assert set(float_only_nodes(model)) == {"pool1", "mul1"}
+
+
+def test_int8_calibrates_on_segmented_xrays(tiny, tmp_path, synth):
+    seg = synth.make_segmenter(tmp_path / "seg.onnx", size=tiny.S * 4)
+    for i in range(6):
+        synth.save_png(tmp_path / "calib" / ("a" if i % 2 else "b") / f"x{i}.png", synth.xray(96, seed=i))
+    images = list_images(tmp_path / "calib", limit=4)
+    assert len(images) == 4 and {p.parent.name for p in images} == {"a", "b"}
+    fp32 = tmp_path / "classifier.onnx"
+    onnx.save(_tiny_cls(tiny), str(fp32))
+    reader = make_reader(tmp_path / "calib", seg, tiny.S, limit=4)
+    first = reader.get_next()
+    assert first["image"].shape == (1, 1, tiny.S, tiny.S) and set(np.unique(first["mask"])) <= {0.0, 1.0}
+    reader.rewind()
+    out = quantize_int8(fp32, tmp_path / "classifier.int8.onnx", reader)
+    q = onnx.load(str(out))
+    kinds = tiny.ops(q)
+    assert "QuantizeLinear" in kinds and "DequantizeLinear" in kinds and MA_OP in kinds
+    producers = {o: n for n in q.graph.node for o in n.output}
+    for node in q.graph.node:
+        if node.op_type in ("AveragePool", MA_OP):  # float inputs: no DequantizeLinear feeds the mask
+            assert producers.get(node.input[-1]) is None or producers[node.input[-1]].op_type != "DequantizeLinear"
+    ref, got = tiny.run(onnx.load(str(fp32)))[0], tiny.run(q)[0]
+    assert np.corrcoef(ref.ravel(), got.ravel())[0, 1] > 0.95
+
+
+def test_calibration_folder_errors(tmp_path):
+    from manet_edge.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="does not exist"):
+        list_images(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BadInputError, match="no images"):
+        list_images(tmp_path / "empty")

@@ -1,0 +1,169 @@
+"""Each MA rule on a tiny hand-built graph: op types before/after and numerical equality in ORT."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from manet_edge.export.rules import cse_mask_branch, fold_mask_attention, fuse_mask_mul, hoist_mask_branch
+from manet_edge.export.rules import relu_before_mask_mul
+from manet_edge.export.rules.base import apply_rules
+from manet_edge.export.rules.functions import MA_DOMAIN, MA_OP, count_ma_nodes, inline_ma
+
+
+def _ma_block(t, *, relu_after=True, duplicate_pool=False, extra_reader=False):
+    """image -> conv(3x3) * P(mask) -> relu -> conv(3x3) * P(P(mask)) -> relu, as a naive export writes it."""
+    nodes = [t.conv("image", "c1", "conv1"), t.pool("mask", "m1", name="pool1"),
+             helper.make_node("Mul", ["c1", "m1"], ["x1"], name="mul1")]
+    nodes.append(helper.make_node("Relu", ["x1"], ["r1"], name="relu1") if relu_after
+                 else helper.make_node("Add", ["x1", "x1"], ["r1"], name="add1"))
+    nodes += [t.conv("r1", "c2", "conv2"), t.pool("m1", "m2", name="pool2")]
+    second_map = "m2"
+    if duplicate_pool:  # a second, identical pool of the same map (what CSE removes)
+        nodes.append(t.pool("m1", "m2b", name="pool2b"))
+        second_map = "m2b"
+    nodes += [helper.make_node("Mul", ["c2", second_map], ["x2"], name="mul2"),
+              helper.make_node("Relu", ["x2"], ["y"], name="relu2")]
+    outputs = ["y", "x1"] if extra_reader else ["y"]
+    inits = t.conv_init("conv1", t.C, 1, 3, 0) + t.conv_init("conv2", t.C, t.C, 3, 1)
+    return t.make(nodes, inits, outputs=outputs)
+
+
+def _same(t, before, after):
+    for a, b in zip(t.run(before), t.run(after)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+
+def test_cse_merges_identical_mask_pools(tiny):
+    model = _ma_block(tiny, duplicate_pool=True)
+    before = copy.deepcopy(model)
+    assert tiny.ops(model).count("AveragePool") == 3
+    report = apply_rules(model, [cse_mask_branch.RULE])
+    assert report.counts["cse_mask_branch"] == 1
+    assert tiny.ops(model).count("AveragePool") == 2
+    onnx.checker.check_model(model, full_check=True)
+    _same(tiny, before, model)
+
+
+def test_cse_leaves_feature_path_alone(tiny):
+    """Two identical convs of the image are not in the mask branch: not merged by this rule."""
+    nodes = [tiny.conv("image", "a", "conv1"), helper.make_node("Conv", ["image", "conv1_w", "conv1_b"], ["b"],
+                                                                 name="conv1b", kernel_shape=[3, 3], pads=[1] * 4),
+             helper.make_node("Add", ["a", "b"], ["y"])]
+    model = tiny.make(nodes, tiny.conv_init("conv1", 4, 1, 3, 0))
+    assert apply_rules(model, [cse_mask_branch.RULE]).counts["cse_mask_branch"] == 0
+    assert tiny.ops(model).count("Conv") == 2
+
+
+def test_relu_moves_before_mask_multiply(tiny):
+    model = _ma_block(tiny)
+    before = copy.deepcopy(model)
+    assert tiny.ops(model) == ["Conv", "AveragePool", "Mul", "Relu", "Conv", "AveragePool", "Mul", "Relu"]
+    report = apply_rules(model, [relu_before_mask_mul.RULE])
+    assert report.counts["relu_before_mask_mul"] == 2
+    for node in model.graph.node:  # every Relu now reads a Conv, every Mul a Relu
+        if node.op_type == "Relu":
+            assert node.input[0] in ("c1", "c2")
+        if node.op_type == "Mul":
+            assert node.input[0].endswith("_relu")
+    _same(tiny, before, model)
+
+
+def test_relu_swap_needs_nonnegative_map(tiny):
+    """m = pool(mask) - 0.5 can be negative: relu(x*m) != relu(x)*m, so the rule must not fire."""
+    half = numpy_helper.from_array(np.array(0.5, np.float32), "half")
+    nodes = [tiny.conv("image", "c1", "conv1"), tiny.pool("mask", "m0", name="pool1"),
+             helper.make_node("Sub", ["m0", "half"], ["m1"]), helper.make_node("Mul", ["c1", "m1"], ["x1"]),
+             helper.make_node("Relu", ["x1"], ["y"])]
+    model = tiny.make(nodes, tiny.conv_init("conv1", tiny.C, 1, 3, 0) + [half])
+    assert apply_rules(model, [relu_before_mask_mul.RULE]).counts["relu_before_mask_mul"] == 0
+
+
+def test_relu_swap_skips_products_read_elsewhere(tiny):
+    model = _ma_block(tiny, extra_reader=True)  # x1 (the first product) is also a graph output
+    assert apply_rules(model, [relu_before_mask_mul.RULE]).counts["relu_before_mask_mul"] == 1
+
+
+def test_fuse_makes_one_function_node_per_site(tiny):
+    model = _ma_block(tiny)
+    before = copy.deepcopy(model)
+    report = apply_rules(model, [fuse_mask_mul.RULE])
+    assert report.counts["fuse_mask_mul"] == 2
+    assert tiny.ops(model).count(MA_OP) == 2 and "Mul" not in tiny.ops(model)
+    assert [(f.domain, f.name) for f in model.functions] == [(MA_DOMAIN, MA_OP)]
+    assert any(i.domain == MA_DOMAIN for i in model.opset_import)
+    for node in model.graph.node:
+        if node.op_type == MA_OP:
+            assert node.domain == MA_DOMAIN and helper.get_attribute_value(node.attribute[0]) == tiny.C
+    onnx.checker.check_model(model, full_check=True)
+    _same(tiny, before, model)
+    inlined = inline_ma(model)
+    assert count_ma_nodes(inlined) == 0 and not inlined.functions
+    assert not any(i.domain == MA_DOMAIN for i in inlined.opset_import)
+    _same(tiny, before, inlined)
+
+
+def test_fuse_ignores_feature_products(tiny):
+    """CBAM-style x * sigmoid(f(x)) is attention from features, not MA: left as a Mul."""
+    nodes = [tiny.conv("image", "c1", "conv1"), helper.make_node("Sigmoid", ["c1"], ["s"]),
+             helper.make_node("Mul", ["c1", "s"], ["y"])]
+    model = tiny.make(nodes, tiny.conv_init("conv1", tiny.C, 1, 3, 0))
+    assert apply_rules(model, [fuse_mask_mul.RULE]).counts["fuse_mask_mul"] == 0
+    assert tiny.ops(model)[-1] == "Mul"
+
+
+def test_hoist_puts_the_mask_pyramid_first(tiny):
+    model = _ma_block(tiny)
+    before = copy.deepcopy(model)
+    assert apply_rules(model, [hoist_mask_branch.RULE]).counts["hoist_mask_branch"] == 1
+    assert tiny.ops(model)[:2] == ["AveragePool", "AveragePool"]
+    assert apply_rules(model, [hoist_mask_branch.RULE]).counts["hoist_mask_branch"] == 0  # fixed point
+    _same(tiny, before, model)
+
+
+def test_function_bodies_agree(tiny):
+    outs = {}
+    for body in ("expand", "broadcast"):
+        model = _ma_block(tiny)
+        folded, _ = fold_mask_attention(model, body=body)
+        outs[body] = tiny.run(folded)[0]
+    np.testing.assert_allclose(outs["expand"], outs["broadcast"], atol=1e-6)
+
+
+def test_full_pipeline_and_inline(tiny):
+    model = _ma_block(tiny, duplicate_pool=True)
+    before = copy.deepcopy(model)
+    fused, report = fold_mask_attention(copy.deepcopy(model), ma_op="fused")
+    assert str(report) == "cse_mask_branch=1, relu_before_mask_mul=2, fuse_mask_mul=2, hoist_mask_branch=1"
+    assert tiny.ops(fused) == ["AveragePool", "AveragePool", "Conv", "Relu", MA_OP, "Conv", "Relu", MA_OP]
+    inline, _ = fold_mask_attention(copy.deepcopy(model), ma_op="inline")
+    assert count_ma_nodes(inline) == 0 and "Mul" in tiny.ops(inline)
+    # the expand body's weight chains are folded into initializers (ORT's NCHWc conv needs static weights)
+    assert not {"Constant", "ConstantOfShape", "CastLike", "Cast", "Concat"} & set(tiny.ops(inline))
+    for m in (fused, inline):
+        onnx.checker.check_model(m, full_check=True)
+        _same(tiny, before, m)
+
+
+def test_op_name_collides_with_no_onnx_op():
+    import onnx.defs
+
+    names = {s.name for s in onnx.defs.get_all_schemas_with_history()}
+    assert MA_OP not in names and MA_DOMAIN not in ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
+
+
+def test_openvino_runs_the_fused_form(tiny):
+    import pytest
+
+    pytest.importorskip("openvino")
+    from manet_edge.export.verify import run_openvino
+
+    model = _ma_block(tiny)
+    expected = tiny.run(model)[0]
+    fused, _ = fold_mask_attention(copy.deepcopy(model))
+    np.testing.assert_allclose(run_openvino(fused, tiny.feeds()), expected, atol=1e-5)
+    inline, _ = fold_mask_attention(copy.deepcopy(model), ma_op="inline")
+    np.testing.assert_allclose(run_openvino(inline, tiny.feeds()), expected, atol=1e-5)
