@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stage-2 experiments at CPU scale (issue 4, item 5): resnet18 plain / MA / CBAM x 3 seeds,
-# 128 px, 25 epochs (preset cls-cpu), on images segmented by the default segmenter.
+# 128 px, 16 epochs (preset cls-cpu), on images segmented by the default segmenter.
 # Runs two trainings at a time, one thread each (2-core machine). About 45-60 min on 2 cores.
 # Usage (repo root, 'train' extra installed, ../shared/data present):
 #   bash scripts/cls_experiments.sh [SEGMENTER.pt] [DATA]

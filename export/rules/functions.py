@@ -6,9 +6,11 @@ One node per MA site::
 
 ``X`` is the feature map (N, C, h, w), ``M`` the site's map from the hoisted mask pyramid (the
 "pool" half of the multiply-pool step, shared between sites), ``channels`` the static C. The op
-is defined by a ``FunctionProto`` stored in ``model.functions``, so ONNX Runtime, OpenVINO and
-TensorRT (>= 9, which inlines local functions) run it with no plugin; ``--ma-op inline`` writes the
-same graph with the body inlined (:func:`inline_ma`).
+is defined by a ``FunctionProto`` stored in ``model.functions``, so ONNX Runtime and TensorRT
+(>= 9, which inlines local functions) run it with no plugin; OpenVINO 2026.4 cannot convert the
+body and gets a frontend conversion instead (a broadcast ``Multiply``, registered by
+:mod:`manet_edge.runtime.openvino`, which keeps its own copy of :data:`MA_DOMAIN`/:data:`MA_OP`);
+``--ma-op inline`` writes the same graph with the body inlined (:func:`inline_ma`).
 
 Two bodies compute the same values (a per-pixel scalar times every channel):
 

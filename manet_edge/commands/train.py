@@ -17,6 +17,11 @@ class SegPreset(str, Enum):
     paper = "paper"
 
 
+class Optimizer(str, Enum):
+    sgd = "sgd"
+    adam = "adam"
+
+
 class Balance(str, Enum):
     none = "none"
     sampler = "sampler"
@@ -41,6 +46,8 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(0, help="DataLoader worker processes."),
         max_steps: int = typer.Option(0, help="Cap on steps per epoch (0 = full epochs); for smoke runs."),
         resume: bool = typer.Option(False, help="Continue from OUT/last.pt."),
+        init: Optional[Path] = typer.Option(None, "--init", exists=True, dir_okay=False,
+                                            help="Start from this segmenter checkpoint's weights (fine-tuning, e.g. at a new size)."),
         device: str = typer.Option("auto", help="auto, cpu or cuda."),
     ) -> None:
         """Train the UNet lung segmenter (Dice loss, Adam; paper augmentation)."""
@@ -53,9 +60,18 @@ def register(app: typer.Typer) -> None:
         cfg = make_preset(f"seg-{preset.value}", epochs=epochs, batch_size=batch_size, lr=lr, image_size=size,
                           seed=seed, workers=workers, max_steps_per_epoch=max_steps)
         model_cfg = PAPER_SEG if preset == SegPreset.paper else SegModelConfig()
+        model = None
+        if init is not None:
+            import dataclasses
+
+            from manet_edge.train.checkpoint import build_model_from_checkpoint, load_checkpoint, model_config_of
+
+            start = load_checkpoint(init)
+            model_cfg = dataclasses.replace(model_config_of(start), image_size=cfg.image_size)
+            model = build_model_from_checkpoint(start).train()
         info = init_distributed(device)
         try:
-            best = train_segmenter(data, out, cfg, model_cfg, info, splits_path=splits, resume=resume)
+            best = train_segmenter(data, out, cfg, model_cfg, info, splits_path=splits, resume=resume, model=model)
         finally:
             shutdown(info)
         if info.is_main:
@@ -68,10 +84,11 @@ def register(app: typer.Typer) -> None:
                                        help="Stage-1 checkpoint (.pt) whose predicted masks feed stage 2."),
         model: str = typer.Option("resnet18-ma", "--model", help="Zoo model, e.g. resnet18-ma, resnet50, vgg16-cbam."),
         out: Path = typer.Option(Path("runs/cls"), "--out", help="Run folder (checkpoints, history)."),
-        preset: SegPreset = typer.Option(SegPreset.cpu, help="cpu: 128 px, 25 epochs; paper: 512 px, 200 epochs, batch 64."),
+        preset: SegPreset = typer.Option(SegPreset.cpu, help="cpu: 128 px, 16 epochs; paper: 512 px, 200 epochs, batch 64."),
         splits: Path = typer.Option(Path("splits/cls.json"), help="Split file; created if missing."),
         cache: Path = typer.Option(Path("runs/cache"), help="Folder for the segmented-image cache."),
         balance: Optional[Balance] = typer.Option(None, help="Class balancing: sampler, loss weights, or none."),
+        optimizer: Optional[Optimizer] = typer.Option(None, help="Override the preset's optimizer (paper: sgd)."),
         epochs: Optional[int] = typer.Option(None),
         batch_size: Optional[int] = typer.Option(None),
         lr: Optional[float] = typer.Option(None),
@@ -89,7 +106,7 @@ def register(app: typer.Typer) -> None:
 
         cfg = make_preset(f"cls-{preset.value}", epochs=epochs, batch_size=batch_size, lr=lr, image_size=size,
                           seed=seed, workers=workers, max_steps_per_epoch=max_steps,
-                          balance=balance.value if balance else None)
+                          balance=balance.value if balance else None, optimizer=optimizer.value if optimizer else None)
         info = init_distributed(device)
         try:
             best = train_classifier(data, segmenter, model, out, cfg, info, splits_path=splits, cache_dir=cache, resume=resume)

@@ -28,12 +28,12 @@ from manet_edge.metadata import read_onnx_card
 from manet_edge.runtime.base import Runner
 
 _HINTS = {"fp32": "f32", "bf16": "bf16"}
+_FROM_OV = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "i8": "int8", "u8": "int8"}
 
 # The fused MA op (kept equal to manet_edge.export.rules.functions by a test; the runtime does not
 # import the exporter).
 MA_DOMAIN = "manet_edge"
 MA_OP = "MaskAttentionMul"
-_FROM_OV = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "i8": "int8", "u8": "int8"}
 
 
 def _import_ov():

@@ -56,7 +56,7 @@ PRESETS: dict[str, TrainConfig] = {
     # Paper classifiers: SGD 0.01 cosine-annealed to 0, momentum 0.9, CE, batch 64, 200 epochs, 512 px.
     "cls-paper": TrainConfig(epochs=200, batch_size=64, lr=0.01, weight_decay=1e-4, optimizer="sgd",
                              scheduler="cosine", loss="ce", image_size=512),
-    "cls-cpu": TrainConfig(epochs=25, batch_size=16, lr=0.01, weight_decay=1e-4, optimizer="sgd",
+    "cls-cpu": TrainConfig(epochs=16, batch_size=16, lr=0.01, weight_decay=1e-4, optimizer="sgd",
                            scheduler="cosine", loss="ce", image_size=128, balance="sampler"),
 }
 

@@ -42,8 +42,8 @@ def test_classifier_signature_card_and_checker(r18ma):
     assert card["kind"] == "cls" and card["model_name"] == "resnet18-ma" and card["mask_attention"] is True
     assert card["ma_op"] == "fused" and card["input_size"] == 64 and tuple(card["classes"]) == CLASSES
     assert card["normalisation"] == "segmented_minmax_pm1" and card["precision"] == "fp32"
-    # resnet18: stem + 8 blocks x 2 sites = 17 MA sites, each one fused node
-    assert count_ma_nodes(model) == 17 and result.nodes[MA_OP] == 17 and "Mul" not in result.nodes
+    # resnet18: stem + 8 blocks x 2 sites + 3 projection shortcuts = 20 MA sites, each one fused node
+    assert count_ma_nodes(model) == 20 and result.nodes[MA_OP] == 20 and "Mul" not in result.nodes
 
 
 def test_dynamic_batch_and_parity(r18ma):
