@@ -4,10 +4,12 @@
 [--runtimes onnxruntime openvino] [--variants naive fused inline] [--profile-runs 10]
 [--out DIR] [--name ma_overhead_cpu]``
 
-Both models are exported the same way (``manet_edge.export.onnx.build_onnx``, random weights);
-the MA model in three forms: ``naive`` (torch's export, no MA rules), ``fused`` (one
-``manet_edge::MaskAttentionMul`` node per site, a model-local function; OpenVINO converts it with
-the runtime's extension, a broadcast ``Multiply``) and ``inline`` (the same graph inlined);
+Both models are exported the same way (``manet_edge.export.onnx.build_onnx``, random weights with
+trained-like BN statistics, so the folded convs have biases as a trained model's do);
+the MA model in three forms: ``naive`` (torch's export, no MA rules), ``fused`` (one fused node
+per MA site, ``manet_edge::MaskAttentionMul`` or, at the bottlenecks' residual adds,
+``manet_edge::MaskAttentionConvAdd``, model-local functions; OpenVINO converts them with the
+runtime's extension) and ``inline`` (the same graph inlined);
 ``fused-broadcast`` (the function with the literal ``Mul(X, M)`` body) on request.
 
 Timing: for each runtime and thread count, plain and every MA form are loaded together and run
@@ -104,9 +106,15 @@ def build_models(size: int, variants: list[str]) -> dict[str, Any]:
     from manet_edge.export.onnx import ExportOptions, build_onnx, make_card, set_card, source_from_name, torch_to_onnx
     from manet_edge.export.rules.functions import inline_ma
 
+    from manet_edge.export.verify import randomize_like_trained
+
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    models: dict[str, Any] = {"plain": build_onnx(source_from_name("cls", "resnet50", size=size))[0]}
+    # Trained-like BN statistics: fresh BNs fold into zero conv biases, which a trained model lacks.
+    plain_src = source_from_name("cls", "resnet50", size=size)
+    randomize_like_trained(plain_src.model, size=64)
+    models: dict[str, Any] = {"plain": build_onnx(plain_src)[0]}
     src = source_from_name("cls", "resnet50-ma", size=size)
+    randomize_like_trained(src.model, size=64)
     if "naive" in variants:
         naive = torch_to_onnx(src)
         set_card(naive, make_card(src, precision="fp32", ma_op="inline", opset=18))
@@ -379,10 +387,11 @@ def markdown(results: list[PairResult], env: dict[str, Any], args: argparse.Name
         lines.append(f"| {r.runtime} | {r.threads} | {r.variant} | {r.plain_median_ms:.1f} ({r.plain_p90_ms:.1f}) | "
                      f"{r.ma_median_ms:.1f} ({r.ma_p90_ms:.1f}) | {r.median_ratio:.4f} [{r.ratio_p25:.3f}, "
                      f"{r.ratio_p75:.3f}] | {r.cpu_median_ratio:.4f} | {'yes' if r.meets_bar else 'no'} |")
-    lines += ["", "naive = torch's export, no MA rules; fused = manet_edge::MaskAttentionMul local function with the "
-              "default `expand` body (OpenVINO: the runtime's conversion extension, a broadcast Multiply); inline = "
-              "the fused graph with the function inlined; fused-broadcast = the function with the literal `Mul(X, M)` "
-              "body.", ""]
+    lines += ["", "naive = torch's export, no MA rules; fused = the MA rules' graph, one fused node per MA site "
+              "(manet_edge::MaskAttentionMul with the default `expand` body, manet_edge::MaskAttentionConvAdd at the "
+              "bottleneck adds; OpenVINO: the runtime's conversion extension, the ops' literal definitions); inline = "
+              "the fused graph with the functions inlined; fused-broadcast = MaskAttentionMul with the literal "
+              "`Mul(X, M)` body. Weights random, BN statistics trained-like (`randomize_like_trained`).", ""]
     if forms:
         lines += ["Fused vs inlined MA graph, same rounds (1.0 = same speed):", "",
                   "| runtime | threads | fused / inline median [p25, p75] | CPU-time ratio |", "|---|---|---|---|"]

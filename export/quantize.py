@@ -236,12 +236,12 @@ def _reader_class():
 def float_only_nodes(model: onnx.ModelProto, mask_input: str = "mask") -> list[str]:
     """Names of the nodes that must stay float: the mask branch and every MA multiply."""
     from manet_edge.export.rules.base import RewriteContext
-    from manet_edge.export.rules.functions import MA_DOMAIN, MA_OP
+    from manet_edge.export.rules.functions import MA_DOMAIN, MA_SITE_OPS
 
     ctx = RewriteContext(model, mask_input=mask_input)
     names = []
     for node in model.graph.node:
-        is_ma = node.domain == MA_DOMAIN and node.op_type == MA_OP
+        is_ma = node.domain == MA_DOMAIN and node.op_type in MA_SITE_OPS
         reads_map = any(ctx.mask.is_mask_map(i) for i in node.input if i)
         if is_ma or ctx.mask.in_branch(node) or reads_map:
             if not node.name:
@@ -257,7 +257,11 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, reader: Any, *, p
 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    from manet_edge.export.rules.functions import MA_CONV_ADD_OP, MA_DOMAIN, inline_conv_add
+
     model = onnx.load(str(fp32_path))
+    if any(n.domain == MA_DOMAIN and n.op_type == MA_CONV_ADD_OP for n in model.graph.node):
+        model = inline_conv_add(model)  # its conv is a feature conv: quantized; its MA multiply stays float
     for i, node in enumerate(model.graph.node):  # node names are how nodes_to_exclude finds them
         if not node.name:
             node.name = f"{node.op_type.lower()}_{i}"

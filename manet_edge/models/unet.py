@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from manet_edge.config import SegModelConfig
+from manet_edge.models.blocks import init_weights
 
 PAPER_SEG = SegModelConfig(encoder="resnet34", encoder_depth=5, decoder_channels=(256, 128, 64, 32, 16), image_size=512)
 """The paper's ResUNet: ResNet34 encoder, smp's default decoder, 512x512."""
@@ -39,19 +40,8 @@ def create_segmenter(cfg: SegModelConfig = SegModelConfig()) -> nn.Module:
         name = f"layer{stage}"
         if hasattr(model.encoder, name):
             delattr(model.encoder, name)
-    _init(model)
+    init_weights(model)
     return model
-
-
-def _init(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 @torch.no_grad()

@@ -42,8 +42,10 @@ def test_classifier_signature_card_and_checker(r18ma):
     assert card["kind"] == "cls" and card["model_name"] == "resnet18-ma" and card["mask_attention"] is True
     assert card["ma_op"] == "fused" and card["input_size"] == 64 and tuple(card["classes"]) == CLASSES
     assert card["normalisation"] == "segmented_minmax_pm1" and card["precision"] == "fp32"
-    # resnet18: stem + 8 blocks x 2 sites + 3 projection shortcuts = 20 MA sites, each one fused node
-    assert count_ma_nodes(model) == 20 and result.nodes[MA_OP] == 20 and "Mul" not in result.nodes
+    # resnet18: stem + 8 blocks x 2 sites + 3 projection shortcuts = 20 MA multiplies; factor_mask_mul
+    # merges each projection's multiply with its block's (same map): 17 fused nodes
+    assert count_ma_nodes(model) == 17 and result.nodes[MA_OP] == 17 and "Mul" not in result.nodes
+    assert "factor_mask_mul=3" in result.rules
 
 
 def test_dynamic_batch_and_parity(r18ma):
@@ -79,6 +81,30 @@ def test_openvino_runner_runs_the_fused_export_like_onnxruntime(r18ma, tmp_path)
         ref, got = a.infer(feed)["logits"], b.infer(feed)["logits"]
     assert np.abs(ref).max() > 1.0
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4)
+
+
+def test_resnet50_bottleneck_sites(tmp_path):
+    """resnet50-ma: the stem and the 4 projection blocks keep a MaskAttentionMul (factored, after the
+    ReLU); the 12 identity bottlenecks become MaskAttentionConvAdd. torch, ORT and OpenVINO agree."""
+    from manet_edge.export.onnx import save_onnx
+    from manet_edge.export.rules.functions import MA_CONV_ADD_OP
+
+    src = source_from_name("cls", "resnet50-ma", size=32)
+    randomize_like_trained(src.model, size=32)
+    model, result = build_onnx(src)
+    assert result.nodes[MA_OP] == 5 and result.nodes[MA_CONV_ADD_OP] == 12 and count_ma_nodes(model) == 17
+    assert "factor_mask_mul=4, mask_mul_before_conv1x1=12" in result.rules and "Mul" not in result.nodes
+    feed = input_sets("cls", 32, batch=2)["blobs"]
+    ref = run_torch(src.model, feed)
+    np.testing.assert_allclose(run_ort(model, feed), ref, rtol=0, atol=1e-4)
+    try:
+        from manet_edge.runtime.openvino import OpenVINORunner, conversion_extensions
+
+        conversion_extensions()
+    except ImportError:  # openvino is optional
+        return
+    with OpenVINORunner(save_onnx(model, tmp_path / "r50.onnx"), threads=1) as ov_runner:
+        np.testing.assert_allclose(ov_runner.infer(feed)["logits"], ref, rtol=0, atol=1e-4)
 
 
 def test_inline_form_and_plain_model_keep_mask_input(tmp_path):

@@ -17,22 +17,30 @@ pytest.importorskip("openvino")
 
 from manet_edge.metadata import CARD_KEY, ModelCard  # noqa: E402
 from manet_edge.runtime.onnxrt import OnnxRuntimeRunner  # noqa: E402
-from manet_edge.runtime.openvino import MA_DOMAIN, MA_OP, OpenVINORunner, conversion_extensions  # noqa: E402
+from manet_edge.runtime.openvino import (  # noqa: E402
+    MA_CONV_ADD_OP,
+    MA_DOMAIN,
+    MA_OP,
+    OpenVINORunner,
+    conversion_extensions,
+)
 
 S, C = 16, 16
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _classifier(path: Path, *, ma_op: str, use_mask: bool = True) -> Path:
-    """image, mask (N,1,S,S) -> two conv+relu MA sites -> global pool -> gemm logits (N,5), with a card."""
+    """image, mask (N,1,S,S) -> two conv+relu MA sites and a bottleneck-style residual site
+    (``relu(conv1x1(h) * m + r)``, which becomes a ``MaskAttentionConvAdd``) -> global pool -> gemm
+    logits (N,5), with a card."""
     rng = np.random.default_rng(0)
 
-    def conv_w(name, cout, cin):
-        return [numpy_helper.from_array(rng.normal(0, 0.5, (cout, cin, 3, 3)).astype(np.float32), f"{name}_w"),
+    def conv_w(name, cout, cin, k=3):
+        return [numpy_helper.from_array(rng.normal(0, 0.5, (cout, cin, k, k)).astype(np.float32), f"{name}_w"),
                 numpy_helper.from_array(rng.normal(0, 0.2, (cout,)).astype(np.float32), f"{name}_b")]
 
-    def conv(x, y, name):
-        return helper.make_node("Conv", [x, f"{name}_w", f"{name}_b"], [y], kernel_shape=[3, 3], pads=[1] * 4)
+    def conv(x, y, name, k=3):
+        return helper.make_node("Conv", [x, f"{name}_w", f"{name}_b"], [y], kernel_shape=[k, k], pads=[k // 2] * 4)
 
     def pool(x, y):
         return helper.make_node("AveragePool", [x], [y], kernel_shape=[3, 3], pads=[1] * 4, count_include_pad=1)
@@ -40,14 +48,17 @@ def _classifier(path: Path, *, ma_op: str, use_mask: bool = True) -> Path:
     if use_mask:
         nodes = [pool("mask", "m1"), pool("m1", "m2"), conv("image", "c1", "conv1"),
                  helper.make_node("Mul", ["c1", "m1"], ["x1"]), helper.make_node("Relu", ["x1"], ["r1"]),
-                 conv("r1", "c2", "conv2"), helper.make_node("Mul", ["c2", "m2"], ["x2"])]
+                 conv("r1", "c2", "conv2"), helper.make_node("Mul", ["c2", "m2"], ["x2"]),
+                 helper.make_node("Relu", ["x2"], ["r2a"]), conv("r2a", "n", "narrow"),
+                 helper.make_node("Relu", ["n"], ["hn"]), conv("hn", "c3", "conv3", k=1),
+                 helper.make_node("Mul", ["c3", "m2"], ["x3"]), helper.make_node("Add", ["x3", "r2a"], ["x2r"])]
     else:
         nodes = [conv("image", "c1", "conv1"), helper.make_node("Relu", ["c1"], ["r1"]),
-                 conv("r1", "c2", "conv2"), helper.make_node("Identity", ["c2"], ["x2"])]
-    nodes += [helper.make_node("Relu", ["x2"], ["r2"]), helper.make_node("GlobalAveragePool", ["r2"], ["g"]),
+                 conv("r1", "c2", "conv2"), helper.make_node("Identity", ["c2"], ["x2r"])]
+    nodes += [helper.make_node("Relu", ["x2r"], ["r2"]), helper.make_node("GlobalAveragePool", ["r2"], ["g"]),
               helper.make_node("Flatten", ["g"], ["f"]), helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"],
                                                                           transB=1)]
-    inits = conv_w("conv1", C, 1) + conv_w("conv2", C, C) + [
+    inits = conv_w("conv1", C, 1) + conv_w("conv2", C, C) + conv_w("narrow", 4, C) + conv_w("conv3", C, 4, k=1) + [
         numpy_helper.from_array(rng.normal(0, 1, (5, C)).astype(np.float32), "fc_w"),
         numpy_helper.from_array(np.zeros(5, np.float32), "fc_b")]
     inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 1, S, S]) for n in ("image", "mask")]
@@ -79,8 +90,8 @@ def _feed(batch: int = 2) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("ma_op", ["fused", "inline"])
 def test_openvino_runs_exported_ma_classifier_like_onnxruntime(tmp_path, ma_op):
     path = _classifier(tmp_path / f"{ma_op}.onnx", ma_op=ma_op)
-    functions = [(f.domain, f.name) for f in onnx.load(str(path)).functions]
-    assert functions == ([(MA_DOMAIN, MA_OP)] if ma_op == "fused" else [])
+    functions = {(f.domain, f.name) for f in onnx.load(str(path)).functions}
+    assert functions == ({(MA_DOMAIN, MA_OP), (MA_DOMAIN, MA_CONV_ADD_OP)} if ma_op == "fused" else set())
     feed = _feed()
     with OnnxRuntimeRunner(path, threads=1) as ort_runner, OpenVINORunner(path, threads=1) as ov_runner:
         assert ov_runner.input_names == ["image", "mask"] and ov_runner.card.ma_op == ma_op
@@ -93,7 +104,7 @@ def test_fused_model_needs_the_extension(tmp_path):
     """Without the conversion extension OpenVINO cannot read the fused form: the runner's is needed."""
     import openvino as ov
 
-    assert len(conversion_extensions()) == 1
+    assert len(conversion_extensions()) == 2  # MaskAttentionMul, MaskAttentionConvAdd
     path = _classifier(tmp_path / "fused.onnx", ma_op="fused")
     core = ov.Core()
     try:
@@ -116,7 +127,7 @@ def test_unused_mask_is_accepted_and_not_fed(tmp_path):
 def test_runtime_op_names_match_the_exporter():
     from manet_edge.export.rules import functions
 
-    assert (MA_DOMAIN, MA_OP) == (functions.MA_DOMAIN, functions.MA_OP)
+    assert (MA_DOMAIN, MA_OP, MA_CONV_ADD_OP) == (functions.MA_DOMAIN, functions.MA_OP, functions.MA_CONV_ADD_OP)
 
 
 def test_runtime_extension_does_not_import_the_exporter_or_torch():
