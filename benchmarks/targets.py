@@ -320,13 +320,14 @@ def _prepare_runner(target: Target, model_path: Path, threads: int | None, work_
 
 
 def resolve_ma_op(ma_op: str, backend: str) -> str:
-    """The MA op form to export for ``backend``: ``auto`` is ``inline`` for OpenVINO (its ONNX frontend
-    does not expand the model-local ``manet_edge::MaskAttentionMul`` function) and ``fused`` otherwise."""
+    """The MA op form to export for ``backend``: ``auto`` is ``fused`` everywhere (the OpenVINO runner
+    registers a conversion extension for the model-local MA functions, and the fused form is the
+    faster one there)."""
     if ma_op not in ("auto", "fused", "inline"):
         raise BadInputError(f"ma_op must be auto, fused or inline, got {ma_op!r}")
     if ma_op != "auto":
         return ma_op
-    return "inline" if backend == "openvino" else "fused"
+    return "fused"
 
 
 def prepare(target: Target, *, work_dir: Path, threads: int | None = None, device: str = "auto",

@@ -62,6 +62,6 @@ def fold_mask_attention(model: onnx.ModelProto, *, ma_op: str = "fused", body: s
 
 
 __all__ = [
-    "BODIES", "MA_CONV_ADD_OP", "MA_DOMAIN", "MA_OP", "MA_OPS", "MA_SITE_OPS", "RewriteContext", "RewriteReport", "Rule", "apply_rules",
-    "count_ma_nodes", "fold_mask_attention", "inline_ma", "ma_rules",
+    "BODIES", "MA_CONV_ADD_OP", "MA_DOMAIN", "MA_OP", "MA_OPS", "MA_SITE_OPS", "RewriteContext", "RewriteReport",
+    "Rule", "apply_rules", "count_ma_nodes", "fold_mask_attention", "inline_ma", "ma_rules",
 ]

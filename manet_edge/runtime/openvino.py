@@ -14,8 +14,9 @@ op's literal definition, which is also OpenVINO's fast form: ``MaskAttentionMul`
 broadcast ``Multiply(X, M)`` (the CPU plugin broadcasts the one-channel map inside the multiply;
 the 1x1 "expand" conv of the ONNX body, there for ONNX Runtime's NCHWc layout, would only add a
 pass), ``MaskAttentionConvAdd`` becomes ``Conv(X; W, B) * M + S`` (one conv, then one fused
-eltwise; the ONNX body's commuted form is what ONNX Runtime fuses best). Only the compiled model's inputs are fed: OpenVINO
-may drop an input no node reads (the ``mask`` of plain and CBAM classifiers).
+eltwise; the ONNX body's commuted form is what ONNX Runtime fuses best). Only the compiled
+model's inputs are fed: OpenVINO may drop an input no node reads (the ``mask`` of plain and CBAM
+classifiers).
 """
 
 from __future__ import annotations

