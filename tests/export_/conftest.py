@@ -72,3 +72,21 @@ def tiny():
 
     return SimpleNamespace(S=S, C=C, make=make, conv_init=conv_init, pool=pool, conv=conv, feeds=feeds, run=run,
                            ops=ops, vi=vi)
+
+
+def ort_optimized_model(model: onnx.ModelProto, path) -> onnx.ModelProto:
+    """ONNX Runtime's optimized graph (ORT_ENABLE_ALL, 1 thread) of ``model``, saved at ``path``."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    so.optimized_model_filepath = str(path)
+    ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return onnx.load(str(path))
+
+
+@pytest.fixture
+def ort_optimized():
+    """``ort_optimized(model, tmp_path, name)``: ONNX Runtime's optimized graph of ``model``."""
+    return lambda model, tmp_path, name: ort_optimized_model(model, tmp_path / f"{name}.opt.onnx")

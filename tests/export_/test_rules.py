@@ -170,24 +170,16 @@ def test_openvino_runs_the_fused_form(tiny):
     np.testing.assert_allclose(run_openvino(inline, tiny.feeds()), expected, atol=1e-5)
 
 
-def _ort_optimized_ops(model, tmp_path, name):
-    """(domain, op, activation) of every node of ONNX Runtime's optimized graph (ORT_ENABLE_ALL)."""
+def _kernel_counts(opt):
+    """(domain, op, activation) of every node of an optimized graph."""
     import collections
 
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.log_severity_level = 3
-    so.optimized_model_filepath = str(tmp_path / f"{name}.opt.onnx")
-    ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    opt = onnx.load(str(tmp_path / f"{name}.opt.onnx"))
     return collections.Counter(
         (n.domain, n.op_type, next((a.s.decode() for a in n.attribute if a.name == "activation"), ""))
         for n in opt.graph.node)
 
 
-def test_onnxruntime_runs_the_fused_form_as_the_inlined_one(tiny, tmp_path):
+def test_onnxruntime_runs_the_fused_form_as_the_inlined_one(tiny, tmp_path, ort_optimized):
     """After ORT inlines the function, fused and inline are the same graph: same kernels, nothing extra.
 
     With the NCHWc layout (x86 MLAS), the expand body keeps the multiply in the blocked layout: no
@@ -195,8 +187,8 @@ def test_onnxruntime_runs_the_fused_form_as_the_inlined_one(tiny, tmp_path):
     """
     fused, _ = fold_mask_attention(_ma_block(tiny), ma_op="fused")
     inline = inline_ma(fused)
-    ops_fused = _ort_optimized_ops(fused, tmp_path, "fused")
-    assert ops_fused == _ort_optimized_ops(inline, tmp_path, "inline")
+    ops_fused = _kernel_counts(ort_optimized(fused, tmp_path, "fused"))
+    assert ops_fused == _kernel_counts(ort_optimized(inline, tmp_path, "inline"))
     assert not any(op == MA_OP for _, op, _ in ops_fused)
     if any(domain == "com.microsoft.nchwc" for domain, _, _ in ops_fused):
         reorders = sum(c for (d, op, _), c in ops_fused.items() if op.startswith("Reorder"))

@@ -123,29 +123,18 @@ def test_full_pipeline_on_a_bottleneck_and_a_projection_block(tiny):
         _same(tiny, before, inline_ma(fused))
 
 
-def _ort_optimized(model, tmp_path, name):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.log_severity_level = 3
-    so.optimized_model_filepath = str(tmp_path / f"{name}.opt.onnx")
-    ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    return onnx.load(str(tmp_path / f"{name}.opt.onnx"))
-
-
-def test_onnxruntime_fuses_the_add_and_relu_into_the_conv(tiny, tmp_path):
+def test_onnxruntime_fuses_the_add_and_relu_into_the_conv(tiny, tmp_path, ort_optimized):
     """The point of the commuted body: ORT's optimized graph has no standalone Add/Relu, and the
     fused and inlined forms optimize to the same graph."""
     fused, _ = fold_mask_attention(_bottleneck(tiny))
-    opt = _ort_optimized(fused, tmp_path, "fused")
+    opt = ort_optimized(fused, tmp_path, "fused")
 
     def kernels(m):
         return collections.Counter((n.domain, n.op_type, len(n.input),
                                     next((a.s.decode() for a in n.attribute if a.name == "activation"), ""))
                                    for n in m.graph.node)
 
-    assert kernels(opt) == kernels(_ort_optimized(inline_ma(fused), tmp_path, "inline"))
+    assert kernels(opt) == kernels(ort_optimized(inline_ma(fused), tmp_path, "inline"))
     if any(n.domain == "com.microsoft.nchwc" for n in opt.graph.node):
         assert not {"Add", "Relu", "Sum"} & {n.op_type for n in opt.graph.node}
         sums = [n for n in opt.graph.node if n.op_type == "Conv" and len(n.input) == 4]
