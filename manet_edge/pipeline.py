@@ -4,7 +4,8 @@ Per image (the stage hand-off of docs/CONTRACTS.md): decode (:func:`manet_edge.i
 -> ``preprocess.seg_input`` -> segmenter -> sigmoid at the segmenter size S -> ``postprocess.
 clean_mask`` at S x S (the segmenter card's :class:`PostprocessConfig`) -> lung fraction and
 plausibility flags at S x S -> ``preprocess.cls_input`` (mask resized nearest) -> classifier ->
-softmax. Saved masks are the S x S cleaned mask resized nearest to the input's resolution.
+softmax. Saved masks are the S x S cleaned mask brought to the input's resolution by
+``postprocess.upsample_mask`` (nearest, the outline refined from the probability map).
 
 Overlap (a staged pipeline): the calling thread only runs the models, in batches of
 ``batch``; a small thread pool does the CPU stages (decode + seg pre-processing, mask
@@ -57,12 +58,22 @@ class PipelineConfig:
     """CPU threads for decoding and pre/post-processing (0: one per core, at most 4)."""
     keep_display: bool = False
     """Keep a down-scaled 8-bit copy of each image (for overlays)."""
+    keep_prob: bool = False
+    """Keep the S x S probability map until the outputs are written (for saved masks/overlays)."""
+    streams: int = 1
+    """Model streams. 1: the models run in the calling thread and the worker pool overlaps the CPU
+    stages with them. N > 1: N threads each take the next ``batch`` images through every stage
+    (decode, segmenter, clean-up, classifier, outputs), so one stream's CPU work overlaps the
+    others' model calls; give each model call about cores / N threads. Needs runners whose
+    ``concurrent`` is true (ONNX Runtime, OpenVINO)."""
 
     def __post_init__(self) -> None:
         if self.batch < 1:
             raise BadInputError(f"batch must be >= 1, got {self.batch}")
         if self.workers < 0:
             raise BadInputError(f"workers must be >= 0, got {self.workers}")
+        if self.streams < 1:
+            raise BadInputError(f"streams must be >= 1, got {self.streams}")
 
     @property
     def n_workers(self) -> int:
@@ -287,6 +298,11 @@ class Pipeline:
             self.seg.activate()
             self.cls.activate()
             check_models(self.seg, self.cls)
+            if self.config.streams > 1:
+                for r in (self.seg, self.cls):
+                    if not r.concurrent:
+                        raise BadInputError(f"{r.name}: the {r.backend} runner cannot take model calls from several "
+                                            f"threads at once; use streams=1 (--streams 1)")
         except BaseException:
             self.deactivate()
             raise
@@ -327,7 +343,9 @@ class Pipeline:
         try:
             size = self.cls.card.input_size
             mask = clean_mask(item.prob, self.postprocess)
-            item.mask, item.prob = mask, None
+            item.mask = mask
+            if not self.config.keep_prob:
+                item.prob = None
             item.lung_fraction = lung_fraction(mask)
             item.flags = plausibility_flags(mask, self.postprocess)
             if "empty_mask" in item.flags:
@@ -397,6 +415,8 @@ class Pipeline:
         """Run every file; returns one :class:`ImageResult` per file, in the order given."""
         if self._post is None:
             raise ManetEdgeError("Pipeline: call activate() (or use `with pipeline:`) before run()")
+        if self.config.streams > 1:
+            return self._run_streams(files, artifacts, on_result)
         bsz, nw = self.config.batch, self.config.n_workers
         window = 2 * bsz + nw
         todo = deque(WorkItem(i, f) for i, f in enumerate(files))
@@ -457,3 +477,75 @@ class Pipeline:
             pool.shutdown(wait=True, cancel_futures=True)
             self.wall_s = time.perf_counter() - t_start
         return [results[i] for i in range(len(files))]
+
+    def _process_batch(self, items: list[WorkItem], artifacts: Artifacts | None) -> None:
+        """Every stage for one batch, in the calling thread (one model stream)."""
+        for it in items:
+            self._decode(it)
+        segment = [it for it in items if not it.error]
+        if segment:
+            self._run_seg(segment)
+        for it in segment:
+            if not it.error:
+                self._seg_post(it)
+        classify = [it for it in segment if not it.error and it.cls_feed is not None]
+        if classify:
+            self._run_cls(classify)
+        for it in items:
+            self._finalize(it, artifacts)
+
+    def _run_streams(self, files: Sequence[InputFile], artifacts: Artifacts | None,
+                     on_result: Callable[[ImageResult], None] | None) -> list[ImageResult]:
+        """``streams`` threads, each taking the next batch of files through every stage.
+
+        Results are reported (``on_result``, under a lock) as batches finish, so not strictly in
+        input order; the returned list is in input order. Ctrl-C stops every stream after its
+        current batch and is re-raised; an unexpected exception in a stream stops the others
+        and is re-raised here.
+        """
+        n, bsz = len(files), self.config.batch
+        results: dict[int, ImageResult] = {}
+        lock = threading.Lock()
+        stop = threading.Event()
+        failures: list[BaseException] = []
+        cursor = [0]
+
+        def stream() -> None:
+            try:
+                while not stop.is_set():
+                    with lock:
+                        start = cursor[0]
+                        cursor[0] += bsz
+                    if start >= n:
+                        return
+                    items = [WorkItem(i, files[i]) for i in range(start, min(n, start + bsz))]
+                    self._process_batch(items, artifacts)
+                    with lock:
+                        for it in items:
+                            res = it.result()
+                            results[it.index] = res
+                            if on_result is not None:
+                                on_result(res)
+            except BaseException as exc:  # re-raised in the calling thread
+                failures.append(exc)
+                stop.set()
+
+        count = max(1, min(self.config.streams, -(-n // bsz)))
+        threads = [threading.Thread(target=stream, name=f"manet-stream-{k}", daemon=True) for k in range(count)]
+        t_start = time.perf_counter()
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.1)  # a timed join lets Ctrl-C through to this thread
+        except BaseException:
+            stop.set()
+            for t in threads:
+                t.join()
+            raise
+        finally:
+            self.wall_s = time.perf_counter() - t_start
+        if failures:
+            raise failures[0]
+        return [results[i] for i in range(n)]

@@ -5,8 +5,9 @@
 atomically (:mod:`manet_edge.fileutil`): an interrupted run leaves the previous file or none,
 never half of one. Masks go to ``<out>/masks/<relative path>.png`` (the input's suffix replaced
 by ``.png``; where two inputs would share a name, e.g. ``a.jpg`` and ``a.png``, both keep their
-suffix: ``a.jpg.png``, ``a.png.png``): the cleaned segmenter-size mask resized nearest to the
-input's own resolution, 0/255. Overlays (lung outline and the predicted class, on the image
+suffix: ``a.jpg.png``, ``a.png.png``): the cleaned segmenter-size mask brought to the
+input's own resolution (:func:`manet_edge.postprocess.upsample_mask`: nearest, with the outline
+refined from the probability map), 0/255. Overlays (lung outline and the predicted class, on the image
 scaled to at most 1024 px a side) go to ``<out>/overlays/`` under the same names.
 """
 
@@ -27,6 +28,7 @@ from manet_edge import CLASSES, __version__
 from manet_edge.config import PostprocessConfig
 from manet_edge.fileutil import atomic_write_bytes, atomic_write_text
 from manet_edge.pipeline import ImageResult, WorkItem
+from manet_edge.postprocess import upsample_mask
 from manet_edge.preprocess import resize
 
 CSV_COLUMNS: tuple[str, ...] = ("file", "status", "error", "prediction", *(f"p_{c}" for c in CLASSES),
@@ -124,11 +126,6 @@ def artifact_names(rels: Sequence[str]) -> dict[str, str]:
     return names
 
 
-def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """A bool mask resized (nearest) to ``shape`` (height, width)."""
-    return resize(mask.astype(np.float32), (int(shape[0]), int(shape[1])), nearest=True) > 0.5
-
-
 def _png_bytes(array: np.ndarray) -> bytes:
     from PIL import Image
 
@@ -204,9 +201,9 @@ class ArtifactWriter:
     def __call__(self, item: WorkItem, post: PostprocessConfig) -> None:
         name = self.names[item.src.rel]
         if self.masks:
-            mask = resize_mask(item.mask, item.orig_shape)
+            mask = upsample_mask(item.mask, item.prob, item.orig_shape, post.threshold)
             atomic_write_bytes(self.out / MASKS_DIR / name, _png_bytes(mask.astype(np.uint8) * 255))
         if self.overlays and item.display is not None:
-            disp_mask = resize_mask(item.mask, item.display.shape)
+            disp_mask = upsample_mask(item.mask, item.prob, item.display.shape, post.threshold)
             lines, state = overlay_lines(item)
             atomic_write_bytes(self.out / OVERLAYS_DIR / name, _png_bytes(overlay_image(item.display, disp_mask, lines, state)))

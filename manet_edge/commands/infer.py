@@ -68,16 +68,21 @@ def infer(
                                        help="Write overlays/<file>.png (lung outline + predicted class)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1,
-                                          help="Threads per model call (default: the backend's choice)."),
+                                          help="Threads per model call (default: cores / streams; with one stream, "
+                                               "the backend's choice)."),
     workers: int = typer.Option(0, "--workers", min=0,
                                 help="Threads for decoding and pre/post-processing (0: one per core, max 4)."),
+    streams: int = typer.Option(0, "--streams", min=0, max=64,
+                                help="Model streams: threads that each take a batch through every stage "
+                                     "(0: one per core on CPU backends, with one model thread each; "
+                                     "1 on GPUs, torch and tensorrt)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
 ) -> None:
     """Segment the lungs and classify every image under FOLDER (normal, covid, tb, bacterial, viral)."""
     try:
         code = run_infer(folder=folder, out=out, backend=backend.value, precision=precision, models=models,
                          batch=batch, save_masks=save_masks, save_overlays=save_overlays, overwrite=overwrite,
-                         threads=threads, workers=workers, progress=not no_progress)
+                         threads=threads, workers=workers, streams=streams, progress=not no_progress)
     except ManetEdgeError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_ERROR) from None
@@ -117,17 +122,48 @@ def _check_overwrite(out: Path, paths: list[Path], overwrite: bool) -> None:
                                 "(pass --overwrite to replace them, or choose another --out)")
 
 
-def _runner_kwargs(backend: str, threads: int | None) -> dict[str, Any]:
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def plan_streams(backend: str, streams: int, threads: int | None) -> tuple[int, int | None]:
+    """(streams, threads per model call) for ``--streams``/``--threads`` (0/None: automatic).
+
+    On a CPU, one model call at a time cannot keep every core busy at batch 1 (small operators,
+    barriers), and the decode/clean-up work then steals cores from it; several single-threaded
+    streams fill the cores instead (docs/infer.md, "Throughput"). GPUs, torch and TensorRT get
+    one stream.
+    """
+    cpu = backend == "openvino"
+    if backend == "onnxruntime":
+        import onnxruntime as ort
+
+        cpu = "CUDAExecutionProvider" not in ort.get_available_providers()
+    cores = _cpu_count()
+    if streams == 0:
+        streams = max(1, min(4, cores // (threads or 1))) if cpu else 1
+    if streams > 1 and threads is None:
+        threads = max(1, cores // streams)
+    return streams, threads
+
+
+def _runner_kwargs(backend: str, threads: int | None, streams: int = 1) -> dict[str, Any]:
     if backend == "onnxruntime":
         return {"threads": threads, "spin": False}
-    if backend in ("openvino", "torch"):
+    if backend == "openvino":
+        return {"threads": threads, "streams": streams}
+    if backend == "torch":
         return {"threads": threads}
     return {}
 
 
 def run_infer(*, folder: Path, out: Path, backend: str = "onnxruntime", precision: str | None = None,
               models: Path | None = None, batch: int = 1, save_masks: bool = False, save_overlays: bool = False,
-              overwrite: bool = False, threads: int | None = None, workers: int = 0, progress: bool = True) -> int:
+              overwrite: bool = False, threads: int | None = None, workers: int = 0, streams: int = 0,
+              progress: bool = True) -> int:
     """The ``infer`` command without typer; returns the exit code, raises ManetEdgeError for code 2."""
     from tqdm import tqdm
 
@@ -140,7 +176,9 @@ def run_infer(*, folder: Path, out: Path, backend: str = "onnxruntime", precisio
     info = backend_info(backend)
     precision = normalise_precision(precision, backend)
     seg_path, cls_path = model_paths(models, info.artifact_suffix)
-    config = PipelineConfig(batch=batch, workers=workers, keep_display=save_overlays)
+    streams, threads = plan_streams(backend, streams, threads)
+    config = PipelineConfig(batch=batch, workers=workers, keep_display=save_overlays,
+                            keep_prob=save_masks or save_overlays, streams=streams)
     files = walk_folder(folder, exclude=[out])
     if not files:
         raise ManetEdgeError(f"no files found in {folder} (searched recursively; hidden files are skipped)")
@@ -150,7 +188,7 @@ def run_infer(*, folder: Path, out: Path, backend: str = "onnxruntime", precisio
         writer = ArtifactWriter(out, names, masks=save_masks, overlays=save_overlays)
     _check_overwrite(out, [out / PREDICTIONS_CSV, out / PREDICTIONS_JSON, *(writer.planned_paths() if writer else [])],
                      overwrite)
-    kwargs = _runner_kwargs(backend, threads)
+    kwargs = _runner_kwargs(backend, threads, streams)
     seg = create_runner(seg_path, backend, precision, name="segmenter", **kwargs)
     cls = create_runner(cls_path, backend, precision, name="classifier", **kwargs)
     pipeline = Pipeline(seg, cls, config)
@@ -219,7 +257,8 @@ def _run_meta(pipeline, folder: Path, out: Path, backend: str, config, threads, 
         "precision": {"segmenter": pipeline.seg.precision, "classifier": pipeline.cls.precision},
         "models": {"segmenter": model(pipeline.seg), "classifier": model(pipeline.cls)},
         "postprocess": dataclasses.asdict(pipeline.postprocess),
-        "config": {"batch": config.batch, "workers": config.n_workers, "threads": threads},
+        "config": {"batch": config.batch, "streams": config.streams,
+                   "workers": config.n_workers if config.streams == 1 else 0, "threads": threads},
         "libraries": library_versions(backend),
         "host": {"cpu_count": os.cpu_count(), "platform": sys.platform},
         "timings": {"wall_s": round(wall, 6), "images_per_s": round(n_files / wall, 4) if wall > 0 else None,

@@ -97,6 +97,8 @@ class Runner(abc.ABC):
     """
 
     backend: str = "base"
+    concurrent: bool = False
+    """True when ``infer`` may be called from several threads at once (the pipeline's streams)."""
 
     def __init__(self, path: str | Path, *, precision: str | None = None, name: str | None = None):
         self.path = Path(path)

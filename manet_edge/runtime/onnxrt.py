@@ -35,6 +35,7 @@ class OnnxRuntimeRunner(Runner):
     """Run an exported ``.onnx`` model with ONNX Runtime."""
 
     backend = "onnxruntime"
+    concurrent = True  # InferenceSession.run is thread-safe
 
     def __init__(self, path: str | Path, *, precision: str | None = None, name: str | None = None,
                  device: str = "auto", threads: int | None = None, spin: bool = True,

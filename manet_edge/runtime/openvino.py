@@ -17,10 +17,14 @@ pass), ``MaskAttentionConvAdd`` becomes ``Conv(X; W, B) * M + S`` (one conv, the
 eltwise; the ONNX body's commuted form is what ONNX Runtime fuses best). Only the compiled
 model's inputs are fed: OpenVINO may drop an input no node reads (the ``mask`` of plain and CBAM
 classifiers).
+
+``streams=N`` (the pipeline's model streams) compiles the model with ``NUM_STREAMS=N`` and gives
+each calling thread its own infer request, so N threads run the model at once.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -101,19 +105,24 @@ class OpenVINORunner(Runner):
     """Run an exported ``.onnx`` (or OpenVINO IR ``.xml``) model with OpenVINO on the CPU."""
 
     backend = "openvino"
+    concurrent = True  # one infer request per calling thread
 
     def __init__(self, path: str | Path, *, precision: str | None = None, name: str | None = None,
-                 device: str = "CPU", threads: int | None = None, performance_hint: str = "LATENCY"):
+                 device: str = "CPU", threads: int | None = None, performance_hint: str = "LATENCY",
+                 streams: int = 1):
         super().__init__(path, precision=precision, name=name)
         if device.upper() != "CPU":
             raise BadInputError(f"the openvino runner supports device 'CPU' only, got {device!r}")
         if threads is not None and threads < 1:
             raise BadInputError(f"threads must be >= 1, got {threads}")
+        if streams < 1:
+            raise BadInputError(f"streams must be >= 1, got {streams}")
         self.device = "CPU"
         self.threads = threads
+        self.streams = streams
         self.performance_hint = performance_hint
         self._compiled: Any = None
-        self._request: Any = None
+        self._local = threading.local()
         self._out_ports: list[Any] = []
         self._fed: tuple[str, ...] = ()
         self.capabilities: list[str] = []
@@ -130,8 +139,11 @@ class OpenVINORunner(Runner):
                 f"{', '.join(self.capabilities)}); use --precision fp32")
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": _HINTS[want],
                                   "PERFORMANCE_HINT": self.performance_hint}
-        if self.threads is not None:
-            config["INFERENCE_NUM_THREADS"] = int(self.threads)
+        if self.streams > 1:
+            config["PERFORMANCE_HINT"] = "THROUGHPUT"
+            config["NUM_STREAMS"] = int(self.streams)
+        if self.threads is not None:  # threads per call; OpenVINO's setting is the total
+            config["INFERENCE_NUM_THREADS"] = int(self.threads) * self.streams
         register_extensions(core)
         try:
             model = core.read_model(str(self.path))
@@ -149,13 +161,16 @@ class OpenVINORunner(Runner):
         self._outputs = {p.get_any_name(): _shape(p) for p in compiled.outputs}
         self._out_ports = list(compiled.outputs)
         self._compiled = compiled
-        self._request = compiled.create_infer_request()
+        self._local = threading.local()
         self._card = card
         self._precision = ran_name
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
-            result = self._request.infer({k: v for k, v in feed.items() if k in self._fed})
+            request = getattr(self._local, "request", None)
+            if request is None:
+                request = self._local.request = self._compiled.create_infer_request()
+            result = request.infer({k: v for k, v in feed.items() if k in self._fed})
         except RuntimeError as exc:
             raise ModelError(f"{self.name}: openvino inference failed ({exc})") from exc
         # The request reuses its output buffers: copy before the next call.
@@ -163,13 +178,13 @@ class OpenVINORunner(Runner):
                 for port in self._out_ports}
 
     def _deactivate(self) -> None:
-        self._request = None
+        self._local = threading.local()
         self._compiled = None
         self._fed = ()
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
-        d.update(device=self.device, threads=self.threads, cpu_capabilities=self.capabilities)
+        d.update(device=self.device, threads=self.threads, streams=self.streams, cpu_capabilities=self.capabilities)
         return d
 
 

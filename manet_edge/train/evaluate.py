@@ -12,7 +12,7 @@ from manet_edge import CLASSES
 from manet_edge.config import PostprocessConfig, from_dict
 from manet_edge.datasets import find_cls_items, find_seg_pairs, load_splits, select
 from manet_edge.io import load_image
-from manet_edge.postprocess import clean_mask
+from manet_edge.postprocess import clean_mask, upsample_mask
 from manet_edge.preprocess import resize, seg_input
 from manet_edge.train.checkpoint import build_model_from_checkpoint, load_checkpoint
 from manet_edge.train.metrics import classification_report, confusion_matrix, iou_dice
@@ -21,7 +21,11 @@ PAPER_SEG_IOU = {"normal": 93.49, "tb": 93.14, "covid": 89.07, "overall": 92.50}
 
 
 def eval_segmenter(checkpoint: Path, data: Path, splits: Path, split: str = "test", batch_size: int = 8) -> dict:
-    """Mean per-image IoU and Dice, before and after post-processing, at the masks' own resolution."""
+    """Mean per-image IoU and Dice, before and after post-processing, at the masks' own resolution.
+
+    "raw": the probability map resized bilinearly and thresholded; "post": the clean-up, then
+    :func:`manet_edge.postprocess.upsample_mask`, exactly what ``infer --save-masks`` writes.
+    """
     ckpt = load_checkpoint(checkpoint)
     if ckpt["kind"] != "seg":
         raise ValueError(f"{checkpoint}: expected a segmenter checkpoint, got kind={ckpt['kind']}")
@@ -37,8 +41,8 @@ def eval_segmenter(checkpoint: Path, data: Path, splits: Path, split: str = "tes
             prob = torch.sigmoid(model(torch.from_numpy(np.stack([seg_input(r, size) for r in raws]))))[:, 0].numpy()
             for it, p in zip(chunk, prob):
                 gt = load_image(data / it.mask) > 127
-                raw = resize((p > post.threshold).astype(np.float32), gt.shape, nearest=True) > 0.5
-                clean = resize(clean_mask(p, post).astype(np.float32), gt.shape, nearest=True) > 0.5
+                raw = resize(p, gt.shape) > post.threshold
+                clean = upsample_mask(clean_mask(p, post), p, gt.shape, post.threshold)
                 (iou_r, dice_r), (iou_c, dice_c) = iou_dice(raw, gt), iou_dice(clean, gt)
                 rows.append({"path": it.path, "label": it.label, "source": it.source,
                              "iou_raw": iou_r, "dice_raw": dice_r, "iou": iou_c, "dice": dice_c})

@@ -71,6 +71,36 @@ def test_openvino_backend_reports_fp32(app, image_folder, models_dir, tmp_path):
     assert meta["precision"]["segmenter"] == "fp32" and meta["models"]["segmenter"]["runner"]["backend"] == "openvino"
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_streams_give_the_same_rows_as_one_stream(app, image_folder, models_dir, tmp_path, backend):
+    outs = {}
+    for streams in (1, 3):
+        out = tmp_path / f"s{streams}"
+        res = run(app, image_folder, "--out", out, "--models", models_dir, "--backend", backend,
+                  "--streams", streams, "--save-masks")
+        assert res.exit_code == 0, res.output
+        meta = json.loads((out / "predictions.json").read_text())["meta"]
+        assert meta["config"]["streams"] == streams
+        outs[streams] = read_csv(out)
+        assert (out / "masks/b/wide.png").is_file()
+    assert [r["file"] for r in outs[1]] == [r["file"] for r in outs[3]]
+    for a, b in zip(outs[1], outs[3]):
+        assert a["prediction"] == b["prediction"] and a["status"] == b["status"]
+        assert float(a["p_covid"]) == pytest.approx(float(b["p_covid"]), abs=1e-5)
+
+
+def test_plan_streams(monkeypatch):
+    monkeypatch.setattr(infer_cmd, "_cpu_count", lambda: 8)
+    assert infer_cmd.plan_streams("openvino", 0, None) == (4, 2)  # at most 4 streams, cores split evenly
+    assert infer_cmd.plan_streams("openvino", 0, 4) == (2, 4)
+    assert infer_cmd.plan_streams("openvino", 3, None) == (3, 2)
+    assert infer_cmd.plan_streams("torch", 0, None) == (1, None)
+    assert infer_cmd.plan_streams("tensorrt", 0, None) == (1, None)
+    assert infer_cmd.plan_streams("openvino", 1, None) == (1, None)  # one stream: the backend's own threads
+    monkeypatch.setattr(infer_cmd, "_cpu_count", lambda: 1)
+    assert infer_cmd.plan_streams("openvino", 0, None) == (1, None)
+
+
 def test_every_bad_input_is_a_named_error_row(app, image_folder, models_dir, tmp_path, synth):
     expected = synth.write_bad_files(image_folder / "bad")
     synth.write_mode_files(image_folder / "modes")
@@ -229,7 +259,7 @@ def test_help_lists_the_options(app):
     res = CliRunner().invoke(app, ["infer", "--help"])
     assert res.exit_code == 0
     for opt in ("--out", "--backend", "--precision", "--models", "--batch", "--save-masks", "--save-overlays",
-                "--overwrite", "--threads"):
+                "--overwrite", "--threads", "--streams"):
         assert opt in res.output
 
 

@@ -16,9 +16,10 @@ from manet_edge.runtime import create_runner
 TOL = 1e-4
 
 
-def _pipeline_probs(backend, seg, cls, folder, batch=2):
-    with Pipeline(create_runner(seg, backend, threads=1), create_runner(cls, backend, threads=1),
-                  PipelineConfig(batch=batch, workers=1)) as pipe:
+def _pipeline_probs(backend, seg, cls, folder, batch=2, streams=1):
+    kw = {"streams": streams} if backend == "openvino" and streams > 1 else {}
+    with Pipeline(create_runner(seg, backend, threads=1, **kw), create_runner(cls, backend, threads=1, **kw),
+                  PipelineConfig(batch=batch, workers=1, streams=streams)) as pipe:
         results = pipe.run(walk_folder(folder))
     assert all(r.ok for r in results), [r.error for r in results if not r.ok]
     return results
@@ -42,6 +43,31 @@ def test_onnxruntime_vs_openvino_fp32(seg_model, cls_model, image_folder):
             assert np.abs(a.infer(feed)["logits"] - b.infer(feed)["logits"]).max() <= TOL
     _compare(_pipeline_probs("onnxruntime", seg_model, cls_model, image_folder),
              _pipeline_probs("openvino", seg_model, cls_model, image_folder))
+
+
+def test_openvino_streams_give_each_thread_its_own_request(seg_model, cls_model, image_folder):
+    """NUM_STREAMS=2 and one infer request per calling thread: same results as one stream."""
+    import threading
+
+    with create_runner(cls_model, "openvino", "fp32", threads=1, streams=2) as r:
+        assert r.describe()["streams"] == 2
+        rng = np.random.default_rng(1)
+        feeds = [{"image": rng.uniform(-1, 1, (2, 1, 64, 64)).astype(np.float32),
+                  "mask": np.ones((2, 1, 64, 64), np.float32)} for _ in range(2)]
+        want = [r.infer(f)["logits"] for f in feeds]
+        got: dict[int, list] = {0: [], 1: []}
+
+        def loop(k):
+            for _ in range(20):
+                got[k].append(r.infer(feeds[k])["logits"])
+
+        threads = [threading.Thread(target=loop, args=(k,)) for k in (0, 1)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+    for k in (0, 1):
+        assert len(got[k]) == 20 and all(np.array_equal(g, want[k]) for g in got[k])
+    _compare(_pipeline_probs("openvino", seg_model, cls_model, image_folder),
+             _pipeline_probs("openvino", seg_model, cls_model, image_folder, streams=2))
 
 
 # -- torch: the tiny models' torch twins, loaded through a stand-in checkpoint module ----------

@@ -7,7 +7,7 @@ import pytest
 
 from manet_edge import CLASSES
 from manet_edge.config import PostprocessConfig
-from manet_edge.errors import ModelError
+from manet_edge.errors import BadInputError, ModelError
 from manet_edge.pipeline import InputFile, Pipeline, PipelineConfig, sigmoid, softmax, walk_folder
 from manet_edge.postprocess import clean_mask, lung_fraction
 from manet_edge.preprocess import cls_input, seg_input
@@ -74,12 +74,13 @@ def test_pipeline_follows_the_stage_handoff(seg_model, cls_model, image_folder):
     assert all(r.ok and 0.15 < r.lung_fraction < 0.4 and not r.flags for r in results)
 
 
-@pytest.mark.parametrize("batch,workers", [(1, 1), (4, 2), (16, 3)])
-def test_batching_and_workers_do_not_change_results(seg_model, cls_model, image_folder, batch, workers):
+@pytest.mark.parametrize("batch,workers,streams", [(1, 1, 1), (4, 2, 1), (16, 3, 1), (1, 1, 2), (4, 1, 3)])
+def test_batching_workers_and_streams_do_not_change_results(seg_model, cls_model, image_folder, batch, workers,
+                                                            streams):
     files = walk_folder(image_folder)
     with _pipe(seg_model, cls_model, batch=1, workers=1) as pipe:
         ref = pipe.run(files)
-    with _pipe(seg_model, cls_model, batch=batch, workers=workers) as pipe:
+    with _pipe(seg_model, cls_model, batch=batch, workers=workers, streams=streams) as pipe:
         got = pipe.run(files)
         times = pipe.times.to_dict()
     for a, b in zip(ref, got):
@@ -90,13 +91,16 @@ def test_batching_and_workers_do_not_change_results(seg_model, cls_model, image_
     assert pipe.wall_s > 0
 
 
-def test_bad_files_become_error_rows_and_the_run_goes_on(seg_model, cls_model, image_folder, synth):
+@pytest.mark.parametrize("streams", [1, 2])
+def test_bad_files_become_error_rows_and_the_run_goes_on(seg_model, cls_model, image_folder, synth, streams):
     synth.write_bad_files(image_folder / "bad")
     files = walk_folder(image_folder)
     seen = []
-    with _pipe(seg_model, cls_model, batch=4) as pipe:
+    with _pipe(seg_model, cls_model, batch=4, streams=streams) as pipe:
         results = pipe.run(files, on_result=seen.append)
     assert len(results) == len(files) == len(seen)
+    assert sorted(r.file for r in seen) == sorted(f.rel for f in files)
+    assert [r.file for r in results] == [f.rel for f in files]
     bad = {r.file: r for r in results if r.file.startswith("bad/")}
     assert bad and all(r.status == "error" and r.error and r.probabilities is None for r in bad.values())
     assert not any(str(image_folder) in r.error for r in bad.values())  # the file is in its own column
@@ -156,9 +160,10 @@ def test_classifier_with_three_channels_and_other_size(tmp_path, seg_model, imag
     assert all(r.ok for r in results)
 
 
-def test_failed_inference_and_failed_artifacts_fail_rows(seg_model, cls_model, image_folder):
+@pytest.mark.parametrize("streams", [1, 2])
+def test_failed_inference_and_failed_artifacts_fail_rows(seg_model, cls_model, image_folder, streams):
     files = walk_folder(image_folder)
-    with _pipe(seg_model, cls_model, batch=2) as pipe:
+    with _pipe(seg_model, cls_model, batch=2, streams=streams) as pipe:
         real = pipe.cls._infer
 
         def flaky(feed):
@@ -196,3 +201,46 @@ def test_non_finite_model_outputs_fail_rows(seg_model, cls_model, image_folder):
         pipe.seg._infer = lambda feed: {"logits": np.full(feed["image"].shape, np.inf, np.float32)}
         results = pipe.run(files)
     assert all(r.status == "error" and "segmenter returned NaN" in r.error for r in results)
+
+
+def test_streams_need_runners_that_take_concurrent_calls(seg_model, cls_model):
+    pipe = _pipe(seg_model, cls_model, streams=2)
+    pipe.cls.concurrent = False  # e.g. a TensorRT execution context
+    with pytest.raises(BadInputError, match="several threads"):
+        pipe.activate()
+    assert not pipe.seg.is_active and not pipe.cls.is_active
+    with pytest.raises(BadInputError, match="streams"):
+        PipelineConfig(streams=0)
+
+
+def test_a_failure_inside_a_stream_stops_the_run_and_is_raised(seg_model, cls_model, image_folder):
+    files = walk_folder(image_folder)
+    calls = []
+
+    def on_result(r):
+        calls.append(r)
+        raise RuntimeError("callback bug")
+
+    with _pipe(seg_model, cls_model, streams=2) as pipe:
+        with pytest.raises(RuntimeError, match="callback bug"):
+            pipe.run(files, on_result=on_result)
+        assert 1 <= len(calls) < len(files)  # the other stream stopped after its batch
+        assert len(pipe.run(files)) == len(files)  # the pipeline is still usable
+
+
+def test_streams_run_model_calls_at_the_same_time(seg_model, cls_model, image_folder):
+    """Two streams really overlap: a model call that waits for a second caller completes."""
+    import threading
+
+    barrier = threading.Barrier(2, timeout=10)
+    files = walk_folder(image_folder)[:4]
+    with _pipe(seg_model, cls_model, streams=2) as pipe:
+        real = pipe.seg._infer
+
+        def meet(feed):
+            barrier.wait()  # raises BrokenBarrierError after 10 s if the calls were serialised
+            return real(feed)
+
+        pipe.seg._infer = meet
+        results = pipe.run(files)
+    assert all(r.ok for r in results), [r.error for r in results]

@@ -9,6 +9,7 @@ import json
 import numpy as np
 from PIL import Image
 
+from manet_edge.config import PostprocessConfig
 from manet_edge.pipeline import ImageResult, InputFile, WorkItem
 from manet_edge.results import (
     CSV_COLUMNS,
@@ -74,10 +75,18 @@ def test_mask_png_is_0_255_at_the_input_resolution(tmp_path):
                     lung_fraction=0.17)
     writer = ArtifactWriter(tmp_path, artifact_names(["sub/x.jpg"]), masks=True, overlays=True)
     assert writer.planned_paths() == [tmp_path / "masks/sub/x.png", tmp_path / "overlays/sub/x.png"]
-    writer(item, None)
+    writer(item, PostprocessConfig())
     saved = np.asarray(Image.open(tmp_path / "masks/sub/x.png"))
     assert saved.shape == (300, 200) and saved.dtype == np.uint8 and set(np.unique(saved)) == {0, 255}
     assert abs((saved > 0).mean() - mask.mean()) < 0.01
+    # with the probability map kept, the outline moves to where the map crosses the threshold
+    prob = np.where(mask, 0.9, 0.1).astype(np.float32)
+    prob[16:48, 30] = 0.7  # the column just right of the mask is lung by the map's estimate
+    item.prob = prob
+    writer = ArtifactWriter(tmp_path / "p", artifact_names(["sub/x.jpg"]), masks=True, overlays=False)
+    writer(item, PostprocessConfig())
+    refined = np.asarray(Image.open(tmp_path / "p/masks/sub/x.png")) > 0
+    assert refined.sum() > (saved > 0).sum() and refined[150, 30 * 200 // 64 + 1]
     overlay = Image.open(tmp_path / "overlays/sub/x.png")
     assert overlay.mode == "RGB" and overlay.size == (100, 150)
 
