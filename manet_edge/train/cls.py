@@ -7,6 +7,8 @@ the classifier size and the image list), so epochs do not re-run the segmenter.
 
 from __future__ import annotations
 
+import os
+
 import hashlib
 import json
 from pathlib import Path
@@ -57,7 +59,7 @@ def segment_items(root: Path, items: list[Item], segmenter: Path, size: int, *, 
                 masks[i + j, 0] = resize(m, size, nearest=True) > 0.5
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.stem + ".tmp.npz")
+        tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")  # several runs may fill the cache at once
         np.savez(tmp, images=images.astype(np.float16), masks=masks.astype(np.uint8))
         tmp.replace(cache)
     return images, masks
