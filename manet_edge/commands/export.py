@@ -28,6 +28,12 @@ class Precision(str, enum.Enum):
     int8 = "int8"
 
 
+class CalibMethod(str, enum.Enum):
+    minmax = "minmax"
+    percentile = "percentile"
+    entropy = "entropy"
+
+
 class Format(str, enum.Enum):
     onnx = "onnx"
     engine = "engine"
@@ -78,6 +84,9 @@ def register(app: typer.Typer) -> None:
         calib_seg: Optional[Path] = typer.Option(None, "--calib-seg", exists=True, dir_okay=False,
                                                  help="Segmenter ONNX for calibration [default: the one exported]."),
         calib_limit: int = typer.Option(64, "--calib-limit", min=1, help="Most calibration images to use."),
+        calib_method: CalibMethod = typer.Option(
+            CalibMethod.minmax, "--calib-method",
+            help="How int8 activation ranges are calibrated (onnxruntime's CalibrationMethod)."),
         opset: int = typer.Option(18, "--opset", min=17, help="ONNX opset (>= 17)."),
         fmt: Format = typer.Option(Format.onnx, "--format", help="onnx, or engine (TensorRT, needs a GPU)."),
         verify: bool = typer.Option(False, "--verify",
@@ -89,14 +98,15 @@ def register(app: typer.Typer) -> None:
 
         try:
             _run(seg_checkpoint, seg_model, cls_checkpoint, cls_model, out, size, batch, ma_op.value,
-                 precision.value, calib_dir, calib_seg, calib_limit, opset, fmt.value, verify, overwrite)
+                 precision.value, calib_dir, calib_seg, calib_limit, opset, fmt.value, verify, overwrite,
+                 calib_method.value)
         except ManetEdgeError as exc:
             raise _fail(exc) from exc
 
 
 def _run(seg_checkpoint, seg_model, cls_checkpoint, cls_model, out: Path, size, batch: str, ma_op: str,
          precision: str, calib_dir, calib_seg, calib_limit: int, opset: int, fmt: str, verify: bool,
-         overwrite: bool) -> None:
+         overwrite: bool, calib_method: str = "minmax") -> None:
     from manet_edge.errors import BadInputError
     from manet_edge.fileutil import check_can_write
 
@@ -152,7 +162,7 @@ def _run(seg_checkpoint, seg_model, cls_checkpoint, cls_model, out: Path, size, 
             written.append(_write_fp16(result.path))
     if precision == "int8":
         written.append(_write_int8(out / f"{CLS_NAME}.onnx", calib_seg or seg_path, calib_dir, calib_limit,
-                                   warn_random=bool(seg_model and not calib_seg)))
+                                   warn_random=bool(seg_model and not calib_seg), method=calib_method))
     if verify:
         _verify(written, sources)
     if fmt == "engine":
@@ -193,7 +203,8 @@ def _write_fp16(fp32_path: Path) -> Path:
     return path
 
 
-def _write_int8(fp32_path: Path, seg_path: Path | None, calib_dir: Path, limit: int, warn_random: bool) -> Path:
+def _write_int8(fp32_path: Path, seg_path: Path | None, calib_dir: Path, limit: int, warn_random: bool,
+                method: str = "minmax") -> Path:
     from manet_edge.export.quantize import make_reader, quantize_int8
     from manet_edge.metadata import read_onnx_card
 
@@ -201,8 +212,9 @@ def _write_int8(fp32_path: Path, seg_path: Path | None, calib_dir: Path, limit: 
         typer.echo("warning: calibrating with a random-weight segmenter; masks will not look like lungs", err=True)
     card = read_onnx_card(str(fp32_path))
     reader = make_reader(calib_dir, seg_path, card.input_size, channels=card.in_channels, limit=limit)
-    typer.echo(f"calibrating int8 on {len(reader)} X-rays from {calib_dir} ...")
-    path = quantize_int8(fp32_path, fp32_path.with_name(fp32_path.stem + ".int8.onnx"), reader)
+    typer.echo(f"calibrating int8 ({method}) on {len(reader)} X-rays from {calib_dir} ...")
+    path = quantize_int8(fp32_path, fp32_path.with_name(fp32_path.stem + ".int8.onnx"), reader,
+                         calibrate_method={"percentile": "Percentile", "minmax": "MinMax", "entropy": "Entropy"}[method])
     typer.echo(f"  wrote {path}")
     return path
 

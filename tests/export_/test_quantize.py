@@ -12,6 +12,7 @@ from onnx import TensorProto, helper
 from manet_edge.export.quantize import float_only_nodes, list_images, make_reader, quantize_int8, to_fp16
 from manet_edge.export.rules import fold_mask_attention
 from manet_edge.export.rules.functions import MA_CONV_ADD_OP, MA_OP
+from manet_edge.metadata import read_onnx_card
 
 
 def _tiny_cls(tiny):
@@ -136,6 +137,11 @@ def test_int8_calibrates_on_segmented_xrays(tiny, tmp_path, synth):
             assert producers.get(node.input[-1]) is None or producers[node.input[-1]].op_type != "DequantizeLinear"
     ref, got = tiny.run(onnx.load(str(fp32)))[0], tiny.run(q)[0]
     assert np.corrcoef(ref.ravel(), got.ravel())[0, 1] > 0.95
+    card = read_onnx_card(str(out))
+    assert card.precision == "int8" and card.extra["calibration_method"] == "MinMax"
+    reader.rewind()
+    pct = quantize_int8(fp32, tmp_path / "pct.int8.onnx", reader, calibrate_method="Percentile")
+    assert read_onnx_card(str(pct)).extra["calibration_method"] == "Percentile"
 
 
 def test_calibration_folder_errors(tmp_path):
