@@ -7,7 +7,10 @@ plausibility flags at S x S -> ``preprocess.cls_input`` (mask resized nearest) -
 softmax. Saved masks are the S x S cleaned mask brought to the input's resolution by
 ``postprocess.upsample_mask`` (nearest, the outline refined from the probability map).
 
-Overlap (a staged pipeline): the calling thread only runs the models, in batches of
+Two schedules. With ``streams > 1`` (:meth:`Pipeline._run_streams`), N threads each take the next
+batch through every stage with their own model calls, so one stream's CPU work overlaps the
+others' model calls (CPU backends; the runners must be ``concurrent``). With one stream, the
+overlap is a staged pipeline: the calling thread only runs the models, in batches of
 ``batch``; a small thread pool does the CPU stages (decode + seg pre-processing, mask
 post-processing + cls pre-processing, softmax + mask/overlay files) for the neighbouring
 batches at the same time. ONNX Runtime and OpenVINO release the GIL while a model runs, and
