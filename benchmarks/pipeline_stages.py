@@ -102,11 +102,15 @@ def sample_files() -> list[Path]:
 def bench_pipeline(config, log: Callable[[str], None] = print, files: Sequence[Path] | None = None) -> dict[str, Any]:
     """Stage times (and overlapped end-to-end images/s) for each backend in ``config.backends``.
 
+    Stage times use runners with ``config.threads``; the end-to-end rate runs the pipeline as
+    ``manet-edge infer`` does by default (its model streams and threads per call).
+
     Models: ``config.pipeline_models`` (a folder with ``segmenter``/``classifier`` artifacts) or the
     bundled defaults. A backend whose artifacts or library are missing is skipped with the reason.
     """
     from manet_edge.assets import model_paths
     from manet_edge.benchmarks.targets import backend_unavailable
+    from manet_edge.commands.infer import _runner_kwargs, plan_streams
     from manet_edge.errors import ManetEdgeError
     from manet_edge.pipeline import Pipeline, PipelineConfig
     from manet_edge.runtime import BACKENDS, create_runner
@@ -133,12 +137,18 @@ def bench_pipeline(config, log: Callable[[str], None] = print, files: Sequence[P
         try:
             seg = create_runner(seg_path, backend, None, name="segmenter", **kw)
             cls = create_runner(cls_path, backend, None, name="classifier", **kw)
-            with Pipeline(seg, cls, PipelineConfig(batch=1)) as pipe:
+            with Pipeline(seg, cls, PipelineConfig(batch=1)):
                 row = {"backend": backend, "precision": seg.precision,
                        "segmenter": {"path": str(seg_path), "model": seg.card.model_name},
                        "classifier": {"path": str(cls_path), "model": cls.card.model_name}}
                 row.update(stage_times(seg, cls, files, runs=config.pipeline_runs, warmup=1))
-                row["overlapped"] = _overlapped(pipe, files)
+            # End to end as `manet-edge infer` runs it by default (its streams and threads).
+            streams, threads = plan_streams(backend, 0, None)
+            ekw = _runner_kwargs(backend, threads, streams)
+            with Pipeline(create_runner(seg_path, backend, None, name="segmenter", **ekw),
+                          create_runner(cls_path, backend, None, name="classifier", **ekw),
+                          PipelineConfig(batch=1, streams=streams)) as pipe:
+                row["overlapped"] = {**_overlapped(pipe, files), "streams": streams, "threads": threads}
         except ManetEdgeError as exc:
             out["skipped"].append({"what": f"pipeline {backend}", "reason": str(exc)})
             log(f"skip pipeline {backend}: {exc}")

@@ -10,6 +10,7 @@ import pytest
 from manet_edge.benchmarks import latency, targets
 from manet_edge.benchmarks.latency import BenchConfig, run
 from manet_edge.benchmarks.pipeline_stages import STAGES, bench_pipeline, stage_times
+from manet_edge.commands.infer import plan_streams
 
 
 def _rows(doc):
@@ -110,6 +111,7 @@ def test_bench_pipeline_runs_present_backends_and_skips_the_rest(models_dir, ima
     assert [b["backend"] for b in out["backends"]] == ["onnxruntime"]
     row = out["backends"][0]
     assert row["overlapped"]["classified"] == 2 and row["overlapped"]["images_per_s"] > 0
+    assert row["overlapped"]["streams"] == plan_streams(row["backend"], 0, None)[0]  # as `infer` runs it
     assert [s["what"] for s in out["skipped"]] == ["pipeline torch"] and "segmenter.pt" in out["skipped"][0]["reason"]
     missing = bench_pipeline(BenchConfig(backends=("onnxruntime",), pipeline_models=str(tmp_path)), lambda m: None,
                              files=files)
