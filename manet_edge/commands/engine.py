@@ -1,31 +1,21 @@
 """``manet-edge engine build|inspect``: TensorRT engines with a manifest beside each one.
 
-Only typer and the standard library are imported here; TensorRT, CUDA and the export code are
+Only typer, the standard library and the (equally light) export command module are imported here; TensorRT, CUDA and the export code are
 imported inside the command bodies, so ``--help`` works on a machine without them.
 """
 
 from __future__ import annotations
 
-import enum
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
 
+from manet_edge.commands.export import Precision, _fail
+
 if TYPE_CHECKING:
     from manet_edge.runtime.engine_manifest import EngineManifest
-
-
-class PrecisionChoice(str, enum.Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    int8 = "int8"
-
-
-def _fail(exc: Exception, code: int = 1) -> typer.Exit:
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:
@@ -38,7 +28,7 @@ def register(app: typer.Typer) -> None:
                                     help="Exported ONNX (for TensorRT 11 fp16/int8: the *.fp16.onnx / *.int8.onnx)."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", dir_okay=False,
                                            help="Engine path [default: <onnx stem>.<precision>.engine]."),
-        precision: PrecisionChoice = typer.Option(PrecisionChoice.fp32, "--precision", "-p",
+        precision: Precision = typer.Option(Precision.fp32, "--precision", "-p",
                                                   help="Engine precision; checked after the build."),
         batch: Optional[int] = typer.Option(None, "--batch", min=1,
                                             help="Fixed batch size: min=opt=max (default 1)."),
