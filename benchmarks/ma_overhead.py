@@ -6,10 +6,9 @@
 
 Both models are exported the same way (``manet_edge.export.onnx.build_onnx``, random weights with
 trained-like BN statistics, so the folded convs have biases as a trained model's do);
-the MA model in three forms: ``naive`` (torch's export, no MA rules), ``fused`` (one fused node
-per MA site, ``manet_edge::MaskAttentionMul`` or, at the bottlenecks' residual adds,
-``manet_edge::MaskAttentionConvAdd``, model-local functions; OpenVINO converts them with the
-runtime's extension) and ``inline`` (the same graph inlined);
+the MA model in three forms: ``naive`` (torch's export, no MA rules), ``fused`` (one
+``manet_edge::MaskAttentionMul`` node per MA site, a model-local function; OpenVINO converts it
+with the runtime's extension) and ``inline`` (the same graph inlined);
 ``fused-broadcast`` (the function with the literal ``Mul(X, M)`` body) on request.
 
 Timing: for each runtime and thread count, plain and every MA form are loaded together and run
@@ -388,8 +387,8 @@ def markdown(results: list[PairResult], env: dict[str, Any], args: argparse.Name
                      f"{r.ma_median_ms:.1f} ({r.ma_p90_ms:.1f}) | {r.median_ratio:.4f} [{r.ratio_p25:.3f}, "
                      f"{r.ratio_p75:.3f}] | {r.cpu_median_ratio:.4f} | {'yes' if r.meets_bar else 'no'} |")
     lines += ["", "naive = torch's export, no MA rules; fused = the MA rules' graph, one fused node per MA site "
-              "(manet_edge::MaskAttentionMul with the default `expand` body, manet_edge::MaskAttentionConvAdd at the "
-              "bottleneck adds; OpenVINO: the runtime's conversion extension, the ops' literal definitions); inline = "
+              "(manet_edge::MaskAttentionMul with the default `expand` body; OpenVINO: the runtime's conversion "
+              "extension, the op's literal definition); inline = "
               "the fused graph with the functions inlined; fused-broadcast = MaskAttentionMul with the literal "
               "`Mul(X, M)` body. Weights random, BN statistics trained-like (`randomize_like_trained`).", ""]
     if forms:

@@ -262,11 +262,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, reader: Any, *, p
 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from manet_edge.export.rules.functions import MA_CONV_ADD_OP, MA_DOMAIN, inline_conv_add
-
     model = onnx.load(str(fp32_path))
-    if any(n.domain == MA_DOMAIN and n.op_type == MA_CONV_ADD_OP for n in model.graph.node):
-        model = inline_conv_add(model)  # its conv is a feature conv: quantized; its MA multiply stays float
     for i, node in enumerate(model.graph.node):  # node names are how nodes_to_exclude finds them
         if not node.name:
             node.name = f"{node.op_type.lower()}_{i}"
@@ -323,6 +319,7 @@ class PrecisionRow:
     agreement: float  # fraction of predictions equal to the fp32 model's
     median_ms: float
     speed_ratio: float  # median latency / fp32 median latency
+    prob_distance: float = 0.0  # mean total-variation distance of the class probabilities from fp32's
 
 
 @dataclass
@@ -331,17 +328,20 @@ class PrecisionReport:
     rows: list[PrecisionRow] = field(default_factory=list)
 
     def markdown(self) -> str:
-        lines = [f"{self.n} images", "", "| precision | accuracy | COVID recall | agreement vs fp32 | median ms | speed ratio |",
-                 "|---|---|---|---|---|---|"]
+        lines = [f"{self.n} images", "", "| precision | accuracy | COVID recall | agreement vs fp32 | "
+                 "probability distance vs fp32 | median ms | speed ratio |", "|---|---|---|---|---|---|---|"]
         for r in self.rows:
             lines.append(f"| {r.precision} | {r.accuracy:.4f} | {r.covid_recall:.4f} | {r.agreement:.4f} | "
-                         f"{r.median_ms:.1f} | {r.speed_ratio:.3f} |")
+                         f"{r.prob_distance:.4f} | {r.median_ms:.1f} | {r.speed_ratio:.3f} |")
+        lines += ["", "Probability distance: the mean over images of the total-variation distance between the "
+                      "class probabilities and fp32's (0 = identical, 1 = disjoint); finer than agreement."]
         return "\n".join(lines)
 
 
 def compare_precisions(models: dict[str, str | Path], seg_onnx: str | Path, items: list[tuple[str | Path, str]],
                        *, classes: tuple[str, ...] = CLASSES, threads: int = 1) -> PrecisionReport:
-    """Accuracy / COVID recall / agreement with ``models['fp32']`` on labelled images (path, class)."""
+    """Accuracy, COVID recall, agreement with ``models['fp32']`` and the mean distance of the class
+    probabilities from its, on labelled images (path, class)."""
     from manet_edge.export.verify import ort_session
     from manet_edge.metadata import read_onnx_card
 
@@ -350,7 +350,9 @@ def compare_precisions(models: dict[str, str | Path], seg_onnx: str | Path, item
     card = read_onnx_card(str(models["fp32"]))
     labels = np.array([classes.index(lbl) for _, lbl in items])
     feeds = list(segmented_inputs([Path(p) for p, _ in items], seg_onnx, card.input_size, card.in_channels))
-    preds: dict[str, np.ndarray] = {}
+    from manet_edge.pipeline import softmax
+
+    probs: dict[str, np.ndarray] = {}
     times: dict[str, float] = {}
     for name, path in models.items():
         sess = ort_session(path, threads)
@@ -359,9 +361,10 @@ def compare_precisions(models: dict[str, str | Path], seg_onnx: str | Path, item
             t0 = time.perf_counter()
             logits = sess.run(["logits"], feed)[0]
             ts.append(time.perf_counter() - t0)
-            out.append(int(np.argmax(logits[0])))
-        preds[name] = np.array(out)
+            out.append(softmax(logits[0]))
+        probs[name] = np.array(out).reshape(len(feeds), len(classes))
         times[name] = float(np.median(ts)) * 1e3
+    preds = {name: p.argmax(1) for name, p in probs.items()}
     covid = classes.index("covid")
     report = PrecisionReport(len(items))
     for name in models:
@@ -370,5 +373,6 @@ def compare_precisions(models: dict[str, str | Path], seg_onnx: str | Path, item
         report.rows.append(PrecisionRow(
             name, float(np.mean(p == labels)) if len(p) else 0.0,
             float(np.mean(p[is_covid] == covid)) if is_covid.any() else float("nan"),
-            float(np.mean(p == preds["fp32"])) if len(p) else 0.0, times[name], times[name] / times["fp32"]))
+            float(np.mean(p == preds["fp32"])) if len(p) else 0.0, times[name], times[name] / times["fp32"],
+            float(np.mean(0.5 * np.abs(probs[name] - probs["fp32"]).sum(1))) if len(p) else 0.0))
     return report

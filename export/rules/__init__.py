@@ -5,14 +5,11 @@ The MA pipeline (:func:`fold_mask_attention`), in order:
 1. ``cse_mask_branch`` - identical mask pools (same map, same k/s/p) are computed once.
 2. ``factor_mask_mul`` - ``a * m + b * m -> (a + b) * m`` (ResNet blocks with a projection
    shortcut), so the add fuses into the conv and one multiply is left.
-3. ``mask_mul_before_conv1x1`` - ``Conv1x1(h) * m + s`` (ResNet bottleneck sites) becomes one
-   ``manet_edge::MaskAttentionConvAdd`` node whose body multiplies the conv's narrower input and
-   lets the add (then the ReLU) fuse into the conv.
-4. ``relu_before_mask_mul`` - ``Relu(x * m) -> Relu(x) * m`` (m >= 0), so the runtime fuses
+3. ``relu_before_mask_mul`` - ``Relu(x * m) -> Relu(x) * m`` (m >= 0), so the runtime fuses
    ``Conv [+ Add] + Relu`` as in the plain network.
-5. ``fuse_mask_mul`` - every other MA site becomes one ``manet_edge::MaskAttentionMul`` node,
+4. ``fuse_mask_mul`` - every other MA site becomes one ``manet_edge::MaskAttentionMul`` node,
    defined by a model-local function (:mod:`~manet_edge.export.rules.functions`).
-6. ``hoist_mask_branch`` - the mask pyramid is computed first, from the ``mask`` input alone.
+5. ``hoist_mask_branch`` - the mask pyramid is computed first, from the ``mask`` input alone.
 
 ``ma_op="inline"`` then inlines the function, giving the same graph in standard ops only.
 """
@@ -27,13 +24,11 @@ from manet_edge.export.rules import (
     factor_mask_mul,
     fuse_mask_mul,
     hoist_mask_branch,
-    mask_mul_before_conv1x1,
     relu_before_mask_mul,
 )
 from manet_edge.export.rules.base import RewriteContext, RewriteReport, Rule, apply_rules
 from manet_edge.export.rules.functions import (
     BODIES,
-    MA_CONV_ADD_OP,
     MA_DOMAIN,
     MA_OP,
     MA_SITE_OPS,
@@ -46,8 +41,7 @@ MA_OPS = ("fused", "inline")
 
 def ma_rules(body: str = "expand") -> list[Rule]:
     """The MA rules in the order they run."""
-    return [cse_mask_branch.RULE, factor_mask_mul.RULE, mask_mul_before_conv1x1.make_rule(body),
-            relu_before_mask_mul.RULE, fuse_mask_mul.make_rule(body), hoist_mask_branch.RULE]
+    return [cse_mask_branch.RULE, factor_mask_mul.RULE, relu_before_mask_mul.RULE, fuse_mask_mul.make_rule(body), hoist_mask_branch.RULE]
 
 
 def fold_mask_attention(model: onnx.ModelProto, *, ma_op: str = "fused", body: str = "expand",
@@ -62,6 +56,6 @@ def fold_mask_attention(model: onnx.ModelProto, *, ma_op: str = "fused", body: s
 
 
 __all__ = [
-    "BODIES", "MA_CONV_ADD_OP", "MA_DOMAIN", "MA_OP", "MA_OPS", "MA_SITE_OPS", "RewriteContext", "RewriteReport",
+    "BODIES", "MA_DOMAIN", "MA_OP", "MA_OPS", "MA_SITE_OPS", "RewriteContext", "RewriteReport",
     "Rule", "apply_rules", "count_ma_nodes", "fold_mask_attention", "inline_ma", "ma_rules",
 ]

@@ -24,16 +24,6 @@ Two bodies compute the same values (a per-pixel scalar times every channel):
 ``broadcast``
     ``Y = Mul(X, M)``, the literal definition.
 
-A second op covers the MA site of a ResNet bottleneck, where the multiply sits between the
-block's last 1x1 conv and the residual add (``mask_mul_before_conv1x1``)::
-
-    Y = manet_edge.MaskAttentionConvAdd(X, M, S, W, B; in_channels=Cin)   # Conv1x1(X; W, B) * M + S
-
-Its body moves the multiply onto the conv's input (``MaskAttentionMul``, nested) and adds the
-bias times the map to the shortcut (:func:`build_conv_add_function`), the form ONNX Runtime runs
-fastest; OpenVINO's conversion (the runtime's) writes the literal definition instead, which its
-CPU plugin runs as one conv plus one fused multiply-add-ReLU.
-
 The names were checked against every ONNX operator schema (all versions) and the TensorRT ONNX
 parser's built-in importers (TensorRT matches local functions and importers by name alone); the
 custom domain keeps it apart from both.
@@ -48,8 +38,7 @@ from manet_edge.errors import ManetEdgeError
 
 MA_DOMAIN = "manet_edge"
 MA_OP = "MaskAttentionMul"
-MA_CONV_ADD_OP = "MaskAttentionConvAdd"
-MA_SITE_OPS = (MA_OP, MA_CONV_ADD_OP)
+MA_SITE_OPS = (MA_OP,)
 MA_DOMAIN_VERSION = 1
 BODIES = ("expand", "broadcast")
 
@@ -90,33 +79,6 @@ def build_function(opset: int, body: str = "expand") -> onnx.FunctionProto:
                    f"channels of X (N,C,h,w). Body: {body}.")
 
 
-def build_conv_add_function(opset: int) -> onnx.FunctionProto:
-    """The ``FunctionProto`` of :data:`MA_CONV_ADD_OP`: ``Y = Conv1x1(X; W, B) * M + S``.
-
-    The body is the form ONNX Runtime runs fastest (a 1x1 conv commutes with a per-pixel scalar):
-    ``Conv(MaskAttentionMul(X, M); W) + (Conv(M; B as C 1x1 filters) + S)``. The multiply acts on
-    the conv's (narrower) input, the bias-times-map conv takes the shortcut as its fused ``Sum``,
-    and the outer add (and a following ``Relu``) fuse into the main conv as in the plain network.
-    """
-    call = helper.make_node(MA_OP, ["X", "M"], ["XM"], domain=MA_DOMAIN)
-    call.attribute.append(_ref_attr("channels", "in_channels", AttributeProto.INT))
-    nodes = [
-        call,
-        helper.make_node("Conv", ["XM", "W"], ["U"], kernel_shape=[1, 1]),
-        helper.make_node("Constant", [], ["filters"], value_ints=[-1, 1, 1, 1]),
-        helper.make_node("Reshape", ["B", "filters"], ["WB"]),
-        helper.make_node("Conv", ["M", "WB"], ["BM"], kernel_shape=[1, 1]),
-        helper.make_node("Add", ["BM", "S"], ["T"]),
-        helper.make_node("Add", ["U", "T"], ["Y"]),
-    ]
-    return helper.make_function(
-        MA_DOMAIN, MA_CONV_ADD_OP, inputs=["X", "M", "S", "W", "B"], outputs=["Y"], nodes=nodes,
-        opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(MA_DOMAIN, MA_DOMAIN_VERSION)],
-        attributes=["in_channels"],
-        doc_string="Masked residual 1x1 conv: Y = (Conv(X; W, B, kernel 1x1) * M) + S, M (N,1,h,w) broadcast "
-                   "over channels, X with in_channels channels. Body: the multiply on the conv's input.")
-
-
 def model_opset(model: onnx.ModelProto) -> int:
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx"):
@@ -132,24 +94,12 @@ def ensure_function(model: onnx.ModelProto, body: str = "expand") -> None:
         model.opset_import.append(helper.make_opsetid(MA_DOMAIN, MA_DOMAIN_VERSION))
 
 
-def ensure_conv_add_function(model: onnx.ModelProto, body: str = "expand") -> None:
-    """Add :data:`MA_CONV_ADD_OP`'s function (and the MA function it calls) unless already there."""
-    ensure_function(model, body)
-    if not any(f.domain == MA_DOMAIN and f.name == MA_CONV_ADD_OP for f in model.functions):
-        model.functions.append(build_conv_add_function(model_opset(model)))
-
-
 def make_ma_node(x: str, m: str, y: str, channels: int, name: str) -> onnx.NodeProto:
     return helper.make_node(MA_OP, [x, m], [y], name=name, domain=MA_DOMAIN, channels=int(channels))
 
 
-def make_conv_add_node(x: str, m: str, s: str, w: str, b: str, y: str, in_channels: int, name: str) -> onnx.NodeProto:
-    return helper.make_node(MA_CONV_ADD_OP, [x, m, s, w, b], [y], name=name, domain=MA_DOMAIN,
-                            in_channels=int(in_channels))
-
-
 def count_ma_nodes(model: onnx.ModelProto) -> int:
-    """MA sites in the main graph: nodes of either fused op."""
+    """MA sites in the main graph: nodes of the fused op."""
     return sum(1 for n in model.graph.node if n.domain == MA_DOMAIN and n.op_type in MA_SITE_OPS)
 
 
@@ -168,20 +118,6 @@ def drop_unused_functions(model: onnx.ModelProto) -> None:
     imports = [i for i in model.opset_import if i.domain != MA_DOMAIN]
     del model.opset_import[:]
     model.opset_import.extend(imports)
-
-
-def inline_conv_add(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The same model with only :data:`MA_CONV_ADD_OP` inlined; its ``MaskAttentionMul`` calls stay.
-
-    For tools that must see the conv (int8 quantization: the conv is quantized, the multiply is
-    not).
-    """
-    from onnx import inliner
-
-    out = inliner.inline_selected_functions(model, [(MA_DOMAIN, MA_CONV_ADD_OP)], exclude=False)
-    drop_unused_functions(out)
-    fold_constants(out)
-    return out
 
 
 def inline_ma(model: onnx.ModelProto) -> onnx.ModelProto:

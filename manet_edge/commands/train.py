@@ -81,7 +81,7 @@ def register(app: typer.Typer) -> None:
     def train_cls(
         data: Path = typer.Option(..., "--data", exists=True, file_okay=False, help="Data root with cls/<class>/ folders."),
         segmenter: Path = typer.Option(..., "--segmenter", exists=True, dir_okay=False,
-                                       help="Stage-1 checkpoint (.pt) whose predicted masks feed stage 2."),
+                                       help="Stage-1 model whose predicted masks feed stage 2: a checkpoint (.pt) or an exported segmenter (.onnx, e.g. the bundled one)."),
         model: str = typer.Option("resnet18-ma", "--model", help="Zoo model, e.g. resnet18-ma, resnet50, vgg16-cbam."),
         out: Path = typer.Option(Path("runs/cls"), "--out", help="Run folder (checkpoints, history)."),
         preset: SegPreset = typer.Option(SegPreset.cpu, help="cpu: 128 px, 16 epochs; paper: 512 px, 200 epochs, batch 64."),

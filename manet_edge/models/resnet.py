@@ -20,13 +20,23 @@ Mask attention (Eq. (1); choices where the paper is open are marked *choice*):
   identity path at every block, so the residual stream is attenuated by a product of maps (about
   0.3-0.5 each in deep layers): at 128 px a resnet18-ma trained like that reached 0.50 training
   accuracy after 12 epochs against 0.81 for the plain model. It is not what Eq. (1) says.
-* bottleneck, one site (the 1x1 convs do not move the receptive field), with the map of the
-  block's 3x3 conv, ``M' = P(M;3,s,1)``, on the last normalised features before the add
-  (*choice*: the paper says "once per block" without the position)::
+* bottleneck, one site: the paper's "the bottleneck structure only performs MA once because 1x1
+  convolution does not change the receptive field". The site is the block's one conv that does,
+  the 3x3 (stride ``s``): Eq. (1) applied to it as written, its normalised features times
+  ``M' = P(M;3,s,1)`` before its activation::
 
-      out = ReLU(BN3(conv3(ReLU(BN2(conv2(ReLU(BN1(conv1 x))))))) * M' + shortcut(x))
+      h   = ReLU(BN2(conv2(ReLU(BN1(conv1 x)))) * M')
+      out = ReLU(BN3(conv3 h) + shortcut(x))
 
-  with a projection shortcut multiplied by ``M'`` as above.
+  The 1x1 convs and the shortcut (identity or projection) are not multiplied (*choice*: the
+  paper gives no position). Features outside the lungs then carry only bias terms from the 1x1
+  convs, no image content. The map leaving the block is ``M'``.
+
+  An earlier version put the site on ``BN3``'s output before the add, with the projection
+  shortcut multiplied too. That is four times wider, and exporting it needs a bias-times-map
+  tensor of the block's full width; it cost resnet50-ma 7-8 % over plain resnet50 in ONNX
+  Runtime against about 3 % here. Checkpoints of that version are refused
+  (:data:`BOTTLENECK_MA_SITE`).
 
 CBAM (Woo et al.): on the residual branch after its last BN, before the add; stem without CBAM.
 """
@@ -41,6 +51,12 @@ from torch import Tensor, nn
 from manet_edge.models.blocks import ConvBlock, ConvUnit, PoolBlock, ZooModel, check_attention, init_weights
 from manet_edge.models.cbam import CBAM
 from manet_edge.models.mask_attention import MaskChain, MaskedBlock, MaskMul, PoolSpec
+
+BOTTLENECK_MA_SITE = "conv2"
+"""Where a bottleneck's MA site is (recorded in classifier checkpoints). Checkpoints of bottleneck
+MA models without it predate the move from ``BN3`` to the 3x3 conv and would compute something
+else with these weights; :func:`manet_edge.train.checkpoint.build_model_from_checkpoint` refuses
+them."""
 
 
 def _shortcut(in_ch: int, out_ch: int, stride: int) -> nn.Module | None:
@@ -88,7 +104,7 @@ class BasicBlock(MaskedBlock):
 
 
 class Bottleneck(MaskedBlock):
-    """1x1 -> 3x3 (stride) -> 1x1 with expansion 4; with MA one site (and the projection shortcut)."""
+    """1x1 -> 3x3 (stride) -> 1x1 with expansion 4; with MA one site, on the 3x3 conv."""
 
     expansion = 4
 
@@ -97,22 +113,22 @@ class Bottleneck(MaskedBlock):
         ma = check_attention(attention) == "ma"
         out_ch = width * self.expansion
         self.unit1 = ConvUnit(in_ch, width, 1)
-        self.unit2 = ConvUnit(width, width, 3, stride, 1)
+        self.unit2 = ConvUnit(width, width, 3, stride, 1, ma=ma, tap=1)
         self.conv3 = nn.Conv2d(width, out_ch, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_ch)
         self.cbam = CBAM(out_ch) if attention == "cbam" else None
         self.shortcut = _shortcut(in_ch, out_ch, stride)
-        self.ma = MaskMul(tap=1) if ma else None
-        self.ma_shortcut = MaskMul(tap=1) if ma and self.shortcut is not None else None
         self.relu = nn.ReLU(inplace=True)
         self.mask_chain = MaskChain([PoolSpec.of(self.unit2.conv)]) if ma else None
 
     def forward(self, x: Tensor, m: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         maps = self.maps(m)
-        out = self.bn3(self.conv3(self.unit2(self.unit1(x))))
+        out = self.unit2(self.unit1(x), None if maps is None else maps[1])
+        out = self.bn3(self.conv3(out))
         if self.cbam is not None:
             out = self.cbam(out)
-        return self.relu(_masked_add(self, out, x, None if maps is None else maps[1])), self.map_out(maps, m)
+        shortcut = x if self.shortcut is None else self.shortcut(x)
+        return self.relu(out + shortcut), self.map_out(maps, m)
 
 
 class ResNet(ZooModel):

@@ -6,15 +6,13 @@ back the precision the compiled model actually uses and reports that as :attr:`p
 Asking for ``bf16`` on a CPU without it is an error rather than a silent fp32 run.
 ``InferRequest.infer`` releases the GIL, so the pipeline overlaps it with Python work.
 
-Exported classifiers with mask attention hold one ``manet_edge::MaskAttentionMul`` (or, at a
-ResNet bottleneck's residual add, ``manet_edge::MaskAttentionConvAdd``) node per MA site, defined
-by ONNX model-local functions (docs/export.md). OpenVINO's ONNX frontend cannot convert those
+Exported classifiers with mask attention hold one ``manet_edge::MaskAttentionMul`` node per MA
+site, defined by an ONNX model-local function (docs/export.md). OpenVINO's ONNX frontend cannot convert those
 bodies, so the runner registers :func:`conversion_extensions` before reading a model, writing each
 op's literal definition, which is also OpenVINO's fast form: ``MaskAttentionMul`` becomes one
 broadcast ``Multiply(X, M)`` (the CPU plugin broadcasts the one-channel map inside the multiply;
 the 1x1 "expand" conv of the ONNX body, there for ONNX Runtime's NCHWc layout, would only add a
-pass), ``MaskAttentionConvAdd`` becomes ``Conv(X; W, B) * M + S`` (one conv, then one fused
-eltwise; the ONNX body's commuted form is what ONNX Runtime fuses best). Only the compiled
+pass). Only the compiled
 model's inputs are fed: OpenVINO may drop an input no node reads (the ``mask`` of plain and CBAM
 classifiers).
 
@@ -41,7 +39,6 @@ _FROM_OV = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "i8": "int8", "u8": "i
 # import the exporter).
 MA_DOMAIN = "manet_edge"
 MA_OP = "MaskAttentionMul"
-MA_CONV_ADD_OP = "MaskAttentionConvAdd"
 
 
 def _import_ov():
@@ -67,21 +64,8 @@ def _mask_attention_mul(node: Any) -> list[Any]:
     return [ops.multiply(node.get_input(0), node.get_input(1), auto_broadcast="numpy").output(0)]
 
 
-def _mask_attention_conv_add(node: Any) -> list[Any]:
-    """``Y = Conv1x1(X; W, B) * M + S``, written literally: OpenVINO's CPU plugin runs it as one
-    convolution (bias fused) plus one eltwise node (multiply, add and a following ReLU fused)."""
-    import openvino.opset13 as ops
-
-    if node.get_input_size() != 5:
-        raise ModelError(f"{MA_DOMAIN}::{MA_CONV_ADD_OP} takes 5 inputs (X, M, S, W, B), got {node.get_input_size()}")
-    x, m, s, w, b = (node.get_input(i) for i in range(5))
-    conv = ops.convolution(x, w, strides=[1, 1], pads_begin=[0, 0], pads_end=[0, 0], dilations=[1, 1])
-    bias = ops.reshape(b, ops.constant(np.array([1, -1, 1, 1], np.int64)), special_zero=False)
-    return [ops.add(ops.multiply(ops.add(conv, bias), m), s).output(0)]
-
-
 def conversion_extensions() -> list[Any]:
-    """OpenVINO ONNX-frontend conversions for the manet_edge ops; pass each to ``core.add_extension``.
+    """OpenVINO ONNX-frontend conversion for the manet_edge op; pass each to ``core.add_extension``.
 
     Empty when this OpenVINO has no Python ONNX frontend extension API (models without the
     fused op still load; a fused one then fails in ``read_model`` with a :class:`ModelError`).
@@ -90,8 +74,7 @@ def conversion_extensions() -> list[Any]:
         from openvino.frontend.onnx import ConversionExtension
     except ImportError:
         return []
-    return [ConversionExtension(MA_OP, MA_DOMAIN, _mask_attention_mul),
-            ConversionExtension(MA_CONV_ADD_OP, MA_DOMAIN, _mask_attention_conv_add)]
+    return [ConversionExtension(MA_OP, MA_DOMAIN, _mask_attention_mul)]
 
 
 def register_extensions(core: Any) -> Any:

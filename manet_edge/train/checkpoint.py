@@ -55,6 +55,27 @@ def model_config_of(ckpt: dict[str, Any]) -> SegModelConfig | ClsModelConfig:
     return from_dict(cls, dict(ckpt["model_config"]))
 
 
+def zoo_record() -> dict[str, Any]:
+    """What a classifier checkpoint records about the zoo definitions its weights belong to."""
+    from manet_edge.models.resnet import BOTTLENECK_MA_SITE
+
+    return {"bottleneck_ma_site": BOTTLENECK_MA_SITE}
+
+
+def _check_bottleneck_site(model: nn.Module, ckpt: dict[str, Any]) -> None:
+    from manet_edge.models.resnet import BOTTLENECK_MA_SITE, Bottleneck
+
+    if getattr(model, "attention", None) != "ma" or not any(isinstance(m, Bottleneck) for m in model.modules()):
+        return
+    site = dict(ckpt.get("zoo") or {}).get("bottleneck_ma_site")
+    if site != BOTTLENECK_MA_SITE:
+        raise ModelError(
+            f"{ckpt.get('path', 'checkpoint')}: this bottleneck MA model was trained with the MA site "
+            f"{'on BN3 before the residual add (manet-edge 0.1.0)' if site is None else repr(site)}; this version "
+            f"puts it on the 3x3 conv ({BOTTLENECK_MA_SITE!r}, docs/mask_attention.md), so these weights would "
+            "compute something else. Retrain the classifier, or export it with the manet-edge version that trained it.")
+
+
 def build_model_from_checkpoint(ckpt: dict[str, Any] | str | Path) -> nn.Module:
     """The model of a checkpoint (dict or path) with its weights, in eval mode."""
     if not isinstance(ckpt, dict):
@@ -68,6 +89,7 @@ def build_model_from_checkpoint(ckpt: dict[str, Any] | str | Path) -> nn.Module:
         from manet_edge.models import create_model
 
         model = create_model(cfg.name, in_channels=cfg.in_channels, num_classes=cfg.num_classes)
+        _check_bottleneck_site(model, ckpt)
     state = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
     try:
         model.load_state_dict(state)

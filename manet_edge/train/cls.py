@@ -23,7 +23,7 @@ from manet_edge.io import load_image
 from manet_edge.postprocess import clean_mask
 from manet_edge.preprocess import minmax, resize, seg_input
 from manet_edge.train.augment import cls_augment
-from manet_edge.train.checkpoint import build_model_from_checkpoint, file_sha256, load_checkpoint
+from manet_edge.train.checkpoint import build_model_from_checkpoint, file_sha256, load_checkpoint, zoo_record
 from manet_edge.train.data import ClsDataset
 from manet_edge.train.dist import DistInfo
 from manet_edge.train.loop import Task, TrainConfig, fit
@@ -38,31 +38,60 @@ def segment_items(root: Path, items: list[Item], segmenter: Path, size: int, *, 
     if cache is not None and cache.exists():
         with np.load(cache) as z:
             return z["images"].astype(np.float32), z["masks"].astype(np.float32)
-    ckpt = load_checkpoint(segmenter)
-    if ckpt["kind"] != "seg":
-        raise ValueError(f"{segmenter}: expected a segmenter checkpoint, got kind={ckpt['kind']}")
-    post = from_dict(PostprocessConfig, dict(ckpt.get("postprocess", {})))
-    seg_size = int(ckpt["model_config"]["image_size"])
-    model = build_model_from_checkpoint(ckpt)
+    predict_prob, seg_size, seg_channels, post = _stage1(segmenter)
     from tqdm import tqdm
 
     images = np.zeros((len(items), 1, size, size), np.float32)
     masks = np.zeros_like(images)
-    with torch.no_grad():
-        for i in tqdm(range(0, len(items), batch_size), desc="segmenting", disable=quiet, leave=False):
-            raws = [load_image(root / it.path) for it in items[i:i + batch_size]]
-            x = torch.from_numpy(np.stack([seg_input(r, seg_size) for r in raws]))
-            prob = torch.sigmoid(model(x))[:, 0].numpy()
-            for j, (raw, p) in enumerate(zip(raws, prob)):
-                m = clean_mask(p, post).astype(np.float32)
-                images[i + j, 0] = minmax(resize(raw, size), 0.0, 1.0)
-                masks[i + j, 0] = resize(m, size, nearest=True) > 0.5
+    for i in tqdm(range(0, len(items), batch_size), desc="segmenting", disable=quiet, leave=False):
+        raws = [load_image(root / it.path) for it in items[i:i + batch_size]]
+        x = np.stack([seg_input(r, seg_size) for r in raws])
+        if seg_channels != 1:
+            x = np.repeat(x, seg_channels, axis=1)
+        for j, (raw, p) in enumerate(zip(raws, predict_prob(x))):
+            m = clean_mask(p, post).astype(np.float32)
+            images[i + j, 0] = minmax(resize(raw, size), 0.0, 1.0)
+            masks[i + j, 0] = resize(m, size, nearest=True) > 0.5
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")  # several runs may fill the cache at once
         np.savez(tmp, images=images.astype(np.float16), masks=masks.astype(np.uint8))
         tmp.replace(cache)
     return images, masks
+
+
+def _stage1(segmenter: Path):
+    """``(predict, input size, input channels, clean-up config)`` for a segmenter file.
+
+    A ``.onnx`` file is an exported segmenter (such as the bundled one) and runs on ONNX Runtime
+    with the clean-up settings of its model card, exactly as ``manet-edge infer`` runs it; any
+    other file is a ``train seg`` checkpoint run in torch. ``predict`` maps a (N, C, S, S) batch
+    to (N, S, S) lung probabilities.
+    """
+    if Path(segmenter).suffix.lower() == ".onnx":
+        from manet_edge.pipeline import postprocess_config, sigmoid
+        from manet_edge.runtime.onnxrt import OnnxRuntimeRunner
+
+        runner = OnnxRuntimeRunner(segmenter).activate()
+        if runner.card.kind != "seg":
+            raise ValueError(f"{segmenter}: expected a segmenter, its model card says kind={runner.card.kind}")
+
+        def predict_onnx(x: np.ndarray) -> np.ndarray:
+            return sigmoid(runner.infer({"image": x})["logits"])[:, 0]
+
+        return predict_onnx, runner.card.input_size, runner.card.in_channels, postprocess_config(runner.card)
+    ckpt = load_checkpoint(segmenter)
+    if ckpt["kind"] != "seg":
+        raise ValueError(f"{segmenter}: expected a segmenter checkpoint, got kind={ckpt['kind']}")
+    model = build_model_from_checkpoint(ckpt)
+    cfg = ckpt["model_config"]
+
+    @torch.no_grad()
+    def predict_torch(x: np.ndarray) -> np.ndarray:
+        return torch.sigmoid(model(torch.from_numpy(x)))[:, 0].numpy()
+
+    return (predict_torch, int(cfg["image_size"]), int(cfg.get("in_channels", 1)),
+            from_dict(PostprocessConfig, dict(ckpt.get("postprocess", {}))))
 
 
 def class_weights(labels: np.ndarray, n: int) -> np.ndarray:
@@ -121,6 +150,7 @@ def train_classifier(data: Path, segmenter: Path, model_name: str, out: Path, cf
     model_cfg = ClsModelConfig(name=model_name, image_size=cfg.image_size)
     torch.manual_seed(cfg.seed)
     model = create_model(model_name, in_channels=1, num_classes=len(CLASSES))
-    extra = {"classes": list(CLASSES), "segmenter": {"path": str(segmenter), "sha256": file_sha256(segmenter)}}
+    extra = {"classes": list(CLASSES), "segmenter": {"path": str(segmenter), "sha256": file_sha256(segmenter)},
+             "zoo": zoo_record()}
     task = Task(kind="cls", loss_fn=loss_fn, evaluate=evaluate, score_key="acc", checkpoint_extra=extra)
     return fit(model, train_ds, task, cfg, model_cfg, out, info, resume=resume, sample_weights=sample_w, quiet=quiet)

@@ -84,16 +84,18 @@ def test_openvino_runner_runs_the_fused_export_like_onnxruntime(r18ma, tmp_path)
 
 
 def test_resnet50_bottleneck_sites(tmp_path):
-    """resnet50-ma: the stem and the 4 projection blocks keep a MaskAttentionMul (factored, after the
-    ReLU); the 12 identity bottlenecks become MaskAttentionConvAdd. torch, ORT and OpenVINO agree."""
+    """resnet50-ma: one MaskAttentionMul after the ReLU of the stem and of every bottleneck's 3x3 conv,
+    on the block's narrow width; no multiply left on the wide residual path. torch, ORT and OpenVINO
+    agree."""
     from manet_edge.export.onnx import save_onnx
-    from manet_edge.export.rules.functions import MA_CONV_ADD_OP
 
     src = source_from_name("cls", "resnet50-ma", size=32)
     randomize_like_trained(src.model, size=32)
     model, result = build_onnx(src)
-    assert result.nodes[MA_OP] == 5 and result.nodes[MA_CONV_ADD_OP] == 12 and count_ma_nodes(model) == 17
-    assert "factor_mask_mul=4, mask_mul_before_conv1x1=12" in result.rules and "Mul" not in result.nodes
+    assert result.nodes[MA_OP] == 17 and count_ma_nodes(model) == 17 and "Mul" not in result.nodes
+    assert "factor_mask_mul=0, relu_before_mask_mul=17, fuse_mask_mul=17" in result.rules
+    widths = sorted({n.attribute[0].i for n in model.graph.node if n.op_type == MA_OP})
+    assert widths == [64, 128, 256, 512]  # the stem's and the bottlenecks' 3x3 widths, never the 4x-wide sums
     feed = input_sets("cls", 32, batch=2)["blobs"]
     ref = run_torch(src.model, feed)
     np.testing.assert_allclose(run_ort(model, feed), ref, rtol=0, atol=1e-4)

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 
 from manet_edge.export.quantize import float_only_nodes, list_images, make_reader, quantize_int8, to_fp16
 from manet_edge.export.rules import fold_mask_attention
-from manet_edge.export.rules.functions import MA_CONV_ADD_OP, MA_OP
+from manet_edge.export.rules.functions import MA_OP
 from manet_edge.metadata import read_onnx_card
 
 
@@ -35,14 +35,14 @@ def _tiny_cls(tiny):
 
 
 def _tiny_bottleneck_cls(tiny):
-    """A ResNet-bottleneck-like MA site: relu(conv1x1(h) * P(mask) + shortcut) -> GAP -> Gemm."""
+    """A ResNet-bottleneck-like block: relu(conv1x1(relu(conv3x3(s) * P(mask))) + s) -> GAP -> Gemm."""
     from manet_edge.export.onnx import Source, make_card, set_card
 
     rng = np.random.default_rng(0)
     nodes = [tiny.conv("image", "s0", "convs"), helper.make_node("Relu", ["s0"], ["s"], name="relus"),
-             tiny.conv("s", "h0", "convh"), helper.make_node("Relu", ["h0"], ["h"], name="reluh"),
-             tiny.conv("h", "c3", "conv3", k=1, p=0), tiny.pool("mask", "m1", name="pool1"),
-             helper.make_node("Mul", ["c3", "m1"], ["x3"], name="mul3"), helper.make_node("Add", ["x3", "s"], ["a"], name="add"),
+             tiny.conv("s", "h0", "convh"), tiny.pool("mask", "m1", name="pool1"),
+             helper.make_node("Mul", ["h0", "m1"], ["hm"], name="mulh"), helper.make_node("Relu", ["hm"], ["h"], name="reluh"),
+             tiny.conv("h", "c3", "conv3", k=1, p=0), helper.make_node("Add", ["c3", "s"], ["a"], name="add"),
              helper.make_node("Relu", ["a"], ["r"], name="relu"), helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
              helper.make_node("Flatten", ["g"], ["f"], name="flat"),
              helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], name="fc", transB=1)]
@@ -52,19 +52,19 @@ def _tiny_bottleneck_cls(tiny):
             onnx.numpy_helper.from_array(np.zeros(5, np.float32), "fc_b")]
     model = tiny.make(nodes, inits, outputs=("logits",), out_shapes=[["N", 5]])
     model, _ = fold_mask_attention(model)
-    assert MA_CONV_ADD_OP in tiny.ops(model)
+    assert tiny.ops(model).count(MA_OP) == 1
     set_card(model, make_card(Source("cls", None, "tiny-ma", tiny.S), precision="fp32", ma_op="fused", opset=18))
     return model
 
 
-def test_fp16_runs_the_conv_add_op(tiny):
+def test_fp16_runs_a_bottleneck(tiny):
     model = _tiny_bottleneck_cls(tiny)
     half = to_fp16(model)
     onnx.checker.check_model(half, full_check=True)
     np.testing.assert_allclose(tiny.run(half)[0], tiny.run(model)[0], rtol=1e-2, atol=2e-2)
 
 
-def test_int8_quantizes_the_conv_inside_the_conv_add_op(tiny, tmp_path, synth):
+def test_int8_quantizes_the_convs_around_a_float_ma_multiply(tiny, tmp_path, synth):
     seg = synth.make_segmenter(tmp_path / "seg.onnx", size=tiny.S * 4)
     for i in range(4):
         synth.save_png(tmp_path / "calib" / f"x{i}.png", synth.xray(96, seed=i))
@@ -73,7 +73,7 @@ def test_int8_quantizes_the_conv_inside_the_conv_add_op(tiny, tmp_path, synth):
     q = onnx.load(str(quantize_int8(fp32, tmp_path / "classifier.int8.onnx",
                                     make_reader(tmp_path / "calib", seg, tiny.S, limit=4))))
     kinds = tiny.ops(q)
-    assert MA_CONV_ADD_OP not in kinds and kinds.count(MA_OP) == 1  # inlined; its multiply is one float node
+    assert kinds.count(MA_OP) == 1  # the MA multiply stays one float node
     producers = {o: n for n in q.graph.node for o in n.output}
 
     def dequantized(name):
@@ -89,8 +89,10 @@ def test_int8_quantizes_the_conv_inside_the_conv_add_op(tiny, tmp_path, synth):
     convs = [n for n in q.graph.node if n.op_type == "Conv"]
     main = next(n for n in convs if source(n.input[0]) == ma_out)
     assert dequantized(main.input[1])  # the 1x1 conv after the MA multiply has int8 weights
-    bias_map = next(n for n in convs if n.input[0] == "m1")  # bias times the map: mask branch, float
-    assert not dequantized(bias_map.input[1])
+    ma = next(n for n in q.graph.node if n.op_type == MA_OP)
+    assert not dequantized(ma.input[1])  # a float multiply by a float map
+    pool = next(n for n in q.graph.node if n.op_type == "AveragePool")  # the mask branch stays float
+    assert not dequantized(pool.input[0]) and not dequantized(pool.output[0])
     ref, got = tiny.run(onnx.load(str(fp32)))[0], tiny.run(q)[0]
     assert np.corrcoef(ref.ravel(), got.ravel())[0, 1] > 0.95
 
@@ -152,3 +154,30 @@ def test_calibration_folder_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(BadInputError, match="no images"):
         list_images(tmp_path / "empty")
+
+
+def test_compare_precisions_scores_against_fp32(tiny, tmp_path, synth):
+    """Accuracy and COVID recall from the labels, agreement and probability distance from fp32's own
+    outputs: zero for fp32 itself, small for fp16, large for a model with other weights."""
+    from manet_edge.export.quantize import compare_precisions
+
+    seg = synth.make_segmenter(tmp_path / "seg.onnx", size=tiny.S * 4)
+    items = []
+    for i, label in enumerate(["normal", "covid", "covid", "tb", "viral", "bacterial"]):
+        synth.save_png(tmp_path / "x" / f"x{i}.png", synth.xray(96, seed=i))
+        items.append((tmp_path / "x" / f"x{i}.png", label))
+    model = _tiny_cls(tiny)
+    onnx.save(model, str(tmp_path / "fp32.onnx"))
+    onnx.save(to_fp16(model), str(tmp_path / "fp16.onnx"))
+    other = copy.deepcopy(model)
+    fc = next(t for t in other.graph.initializer if t.name == "fc_w")
+    fc.CopyFrom(onnx.numpy_helper.from_array(-onnx.numpy_helper.to_array(fc), "fc_w"))  # reversed preferences
+    onnx.save(other, str(tmp_path / "other.onnx"))
+    report = compare_precisions({k: tmp_path / f"{k}.onnx" for k in ("fp32", "fp16", "other")}, seg, items)
+    rows = {r.precision: r for r in report.rows}
+    assert report.n == 6 and rows["fp32"].agreement == 1.0 and rows["fp32"].prob_distance == 0.0
+    assert 0.0 <= rows["fp16"].prob_distance < 0.05 and rows["other"].prob_distance > 0.2
+    assert rows["other"].agreement < 1.0
+    for r in report.rows:  # accuracy and COVID recall are fractions of 6 and of 2 images
+        assert round(r.accuracy * 6, 6) == int(round(r.accuracy * 6)) and r.covid_recall in (0.0, 0.5, 1.0)
+    assert "probability distance" in report.markdown()

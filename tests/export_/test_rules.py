@@ -137,8 +137,8 @@ def test_full_pipeline_and_inline(tiny):
     model = _ma_block(tiny, duplicate_pool=True)
     before = copy.deepcopy(model)
     fused, report = fold_mask_attention(copy.deepcopy(model), ma_op="fused")
-    assert str(report) == ("cse_mask_branch=1, factor_mask_mul=0, mask_mul_before_conv1x1=0, relu_before_mask_mul=2, "
-                           "fuse_mask_mul=2, hoist_mask_branch=1")
+    assert str(report) == ("cse_mask_branch=1, factor_mask_mul=0, relu_before_mask_mul=2, fuse_mask_mul=2, "
+                           "hoist_mask_branch=1")
     assert tiny.ops(fused) == ["AveragePool", "AveragePool", "Conv", "Relu", MA_OP, "Conv", "Relu", MA_OP]
     inline, _ = fold_mask_attention(copy.deepcopy(model), ma_op="inline")
     assert count_ma_nodes(inline) == 0 and "Mul" in tiny.ops(inline)

@@ -18,7 +18,6 @@ pytest.importorskip("openvino")
 from manet_edge.metadata import CARD_KEY, ModelCard  # noqa: E402
 from manet_edge.runtime.onnxrt import OnnxRuntimeRunner  # noqa: E402
 from manet_edge.runtime.openvino import (  # noqa: E402
-    MA_CONV_ADD_OP,
     MA_DOMAIN,
     MA_OP,
     OpenVINORunner,
@@ -30,9 +29,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _classifier(path: Path, *, ma_op: str, use_mask: bool = True) -> Path:
-    """image, mask (N,1,S,S) -> two conv+relu MA sites and a bottleneck-style residual site
-    (``relu(conv1x1(h) * m + r)``, which becomes a ``MaskAttentionConvAdd``) -> global pool -> gemm
-    logits (N,5), with a card."""
+    """image, mask (N,1,S,S) -> two conv+relu MA sites and a bottleneck-style residual block
+    (``relu(conv1x1(relu(conv3x3(r) * m)) + r)``) -> global pool -> gemm logits (N,5), with a card."""
     rng = np.random.default_rng(0)
 
     def conv_w(name, cout, cin, k=3):
@@ -50,8 +48,8 @@ def _classifier(path: Path, *, ma_op: str, use_mask: bool = True) -> Path:
                  helper.make_node("Mul", ["c1", "m1"], ["x1"]), helper.make_node("Relu", ["x1"], ["r1"]),
                  conv("r1", "c2", "conv2"), helper.make_node("Mul", ["c2", "m2"], ["x2"]),
                  helper.make_node("Relu", ["x2"], ["r2a"]), conv("r2a", "n", "narrow"),
-                 helper.make_node("Relu", ["n"], ["hn"]), conv("hn", "c3", "conv3", k=1),
-                 helper.make_node("Mul", ["c3", "m2"], ["x3"]), helper.make_node("Add", ["x3", "r2a"], ["x2r"])]
+                 helper.make_node("Mul", ["n", "m2"], ["nm"]), helper.make_node("Relu", ["nm"], ["hn"]),
+                 conv("hn", "c3", "conv3", k=1), helper.make_node("Add", ["c3", "r2a"], ["x2r"])]
     else:
         nodes = [conv("image", "c1", "conv1"), helper.make_node("Relu", ["c1"], ["r1"]),
                  conv("r1", "c2", "conv2"), helper.make_node("Identity", ["c2"], ["x2r"])]
@@ -91,7 +89,7 @@ def _feed(batch: int = 2) -> dict[str, np.ndarray]:
 def test_openvino_runs_exported_ma_classifier_like_onnxruntime(tmp_path, ma_op):
     path = _classifier(tmp_path / f"{ma_op}.onnx", ma_op=ma_op)
     functions = {(f.domain, f.name) for f in onnx.load(str(path)).functions}
-    assert functions == ({(MA_DOMAIN, MA_OP), (MA_DOMAIN, MA_CONV_ADD_OP)} if ma_op == "fused" else set())
+    assert functions == ({(MA_DOMAIN, MA_OP)} if ma_op == "fused" else set())
     feed = _feed()
     with OnnxRuntimeRunner(path, threads=1) as ort_runner, OpenVINORunner(path, threads=1) as ov_runner:
         assert ov_runner.input_names == ["image", "mask"] and ov_runner.card.ma_op == ma_op
@@ -104,7 +102,7 @@ def test_fused_model_needs_the_extension(tmp_path):
     """Without the conversion extension OpenVINO cannot read the fused form: the runner's is needed."""
     import openvino as ov
 
-    assert len(conversion_extensions()) == 2  # MaskAttentionMul, MaskAttentionConvAdd
+    assert len(conversion_extensions()) == 1  # MaskAttentionMul
     path = _classifier(tmp_path / "fused.onnx", ma_op="fused")
     core = ov.Core()
     try:
@@ -127,7 +125,7 @@ def test_unused_mask_is_accepted_and_not_fed(tmp_path):
 def test_runtime_op_names_match_the_exporter():
     from manet_edge.export.rules import functions
 
-    assert (MA_DOMAIN, MA_OP, MA_CONV_ADD_OP) == (functions.MA_DOMAIN, functions.MA_OP, functions.MA_CONV_ADD_OP)
+    assert (MA_DOMAIN, MA_OP) == (functions.MA_DOMAIN, functions.MA_OP)
 
 
 def test_runtime_extension_does_not_import_the_exporter_or_torch():

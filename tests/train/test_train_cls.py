@@ -45,6 +45,54 @@ def test_segment_items_is_cached_and_binary(cls_root, segmenter_ckpt, tmp_path):
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 2 and len(x3) == 3
 
 
+def test_exported_segmenter_gives_the_checkpoints_masks(cls_root, segmenter_ckpt, tmp_path):
+    """``--segmenter`` may be an exported .onnx (the bundled one): it runs on ONNX Runtime with its
+    card's clean-up and gives the masks its checkpoint gives."""
+    from manet_edge.export.onnx import export_onnx, source_from_checkpoint
+
+    from manet_edge.io import load_image
+    from manet_edge.preprocess import seg_input
+    from manet_edge.train.checkpoint import build_model_from_checkpoint
+
+    items = find_cls_items(cls_root)[:6]
+    ck = load_checkpoint(segmenter_ckpt)
+    with torch.no_grad():  # an untrained net: threshold at its median probability, so half is "lung"
+        x = torch.from_numpy(seg_input(load_image(cls_root / items[0].path), 64)[None])
+        median = float(torch.sigmoid(build_model_from_checkpoint(ck)(x)).median())
+    ck["postprocess"] = {"threshold": median, "min_object_fraction": 0.0, "keep_largest": 0}
+    save_checkpoint(ck, tmp_path / "seg_median.pt")
+    onnx_path = export_onnx(source_from_checkpoint(tmp_path / "seg_median.pt"), tmp_path / "segmenter.onnx").path
+    x_pt, m_pt = segment_items(cls_root, items, tmp_path / "seg_median.pt", 32, quiet=True)
+    x_ox, m_ox = segment_items(cls_root, items, onnx_path, 32, cache_dir=tmp_path / "cache", quiet=True)
+    assert np.array_equal(x_pt, x_ox) and 0 < m_ox.mean() < 1
+    assert np.mean(m_pt != m_ox) < 1e-3  # float rounding may flip a pixel at the threshold
+    cls_onnx = tmp_path / "not_a_segmenter.onnx"
+    from manet_edge.export.onnx import source_from_name
+
+    export_onnx(source_from_name("cls", "resnet18", size=32), cls_onnx)
+    with pytest.raises(ValueError, match="expected a segmenter"):
+        segment_items(cls_root, items, cls_onnx, 32, quiet=True)
+
+
+def test_old_bottleneck_ma_checkpoints_are_refused(tmp_path):
+    """resnet50-ma moved its MA site to the 3x3 conv: weights trained with the old site would run a
+    different network, so their checkpoints (no zoo record) are refused with the reason."""
+    from manet_edge.config import ClsModelConfig, to_dict
+    from manet_edge.errors import ModelError
+    from manet_edge.models import create_model
+    from manet_edge.train.checkpoint import build_model_from_checkpoint, zoo_record
+
+    def ckpt(name, **extra):
+        cfg = ClsModelConfig(name=name, image_size=64)
+        return {"kind": "cls", "model_config": to_dict(cfg), "state_dict": create_model(name).state_dict(), **extra}
+
+    with pytest.raises(ModelError, match="3x3 conv"):
+        build_model_from_checkpoint(ckpt("resnet50-ma"))
+    assert build_model_from_checkpoint(ckpt("resnet50-ma", zoo=zoo_record())) is not None
+    assert build_model_from_checkpoint(ckpt("resnet50")) is not None  # no MA: nothing moved
+    assert build_model_from_checkpoint(ckpt("resnet18-ma")) is not None  # basic blocks: nothing moved
+
+
 def test_class_weights_favour_scarce_class():
     w = class_weights(np.array([0] * 8 + [1] * 2), 5)
     assert w[1] == 4 * w[0] and w[2] == 0
@@ -62,6 +110,7 @@ def test_train_eval_and_aggregate(cls_root, segmenter_ckpt, tmp_path):
         ck = load_checkpoint(out / "best.pt")
         assert ck["classes"] == ["normal", "covid", "tb", "bacterial", "viral"]
         assert ck["model_config"]["name"] == "resnet18-ma" and ck["train_config"]["seed"] == seed
+        assert ck["zoo"] == {"bottleneck_ma_site": "conv2"}
         reports.append(eval_classifier(out / "best.pt", cls_root, tmp_path / "splits.json", "test", cache_dir=tmp_path / "cache"))
     r = reports[0]
     cm = np.array(r["confusion_matrix"])
