@@ -9,7 +9,9 @@ The MA pipeline (:func:`fold_mask_attention`), in order:
    ``Conv [+ Add] + Relu`` as in the plain network.
 4. ``fuse_mask_mul`` - every other MA site becomes one ``manet_edge::MaskAttentionMul`` node,
    defined by a model-local function (:mod:`~manet_edge.export.rules.functions`).
-5. ``hoist_mask_branch`` - the mask pyramid is computed first, from the ``mask`` input alone.
+5. ``separable_mask_pool`` - a large square mask pool (the ResNet stem's 7x7) becomes a column
+   pool and a row pool.
+6. ``hoist_mask_branch`` - the mask pyramid is computed first, from the ``mask`` input alone.
 
 ``ma_op="inline"`` then inlines the function, giving the same graph in standard ops only.
 """
@@ -25,6 +27,7 @@ from manet_edge.export.rules import (
     fuse_mask_mul,
     hoist_mask_branch,
     relu_before_mask_mul,
+    separable_mask_pool,
 )
 from manet_edge.export.rules.base import RewriteContext, RewriteReport, Rule, apply_rules
 from manet_edge.export.rules.functions import (
@@ -41,7 +44,8 @@ MA_OPS = ("fused", "inline")
 
 def ma_rules(body: str = "expand") -> list[Rule]:
     """The MA rules in the order they run."""
-    return [cse_mask_branch.RULE, factor_mask_mul.RULE, relu_before_mask_mul.RULE, fuse_mask_mul.make_rule(body), hoist_mask_branch.RULE]
+    return [cse_mask_branch.RULE, factor_mask_mul.RULE, relu_before_mask_mul.RULE, fuse_mask_mul.make_rule(body),
+            separable_mask_pool.RULE, hoist_mask_branch.RULE]
 
 
 def fold_mask_attention(model: onnx.ModelProto, *, ma_op: str = "fused", body: str = "expand",

@@ -9,7 +9,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from manet_edge.export.rules import cse_mask_branch, fold_mask_attention, fuse_mask_mul, hoist_mask_branch
-from manet_edge.export.rules import relu_before_mask_mul
+from manet_edge.export.rules import relu_before_mask_mul, separable_mask_pool
 from manet_edge.export.rules.base import apply_rules
 from manet_edge.export.rules.functions import MA_DOMAIN, MA_OP, count_ma_nodes, inline_ma
 
@@ -138,7 +138,7 @@ def test_full_pipeline_and_inline(tiny):
     before = copy.deepcopy(model)
     fused, report = fold_mask_attention(copy.deepcopy(model), ma_op="fused")
     assert str(report) == ("cse_mask_branch=1, factor_mask_mul=0, relu_before_mask_mul=2, fuse_mask_mul=2, "
-                           "hoist_mask_branch=1")
+                           "separable_mask_pool=0, hoist_mask_branch=1")
     assert tiny.ops(fused) == ["AveragePool", "AveragePool", "Conv", "Relu", MA_OP, "Conv", "Relu", MA_OP]
     inline, _ = fold_mask_attention(copy.deepcopy(model), ma_op="inline")
     assert count_ma_nodes(inline) == 0 and "Mul" in tiny.ops(inline)
@@ -194,3 +194,37 @@ def test_onnxruntime_runs_the_fused_form_as_the_inlined_one(tiny, tmp_path, ort_
         reorders = sum(c for (d, op, _), c in ops_fused.items() if op.startswith("Reorder"))
         assert reorders == 1  # the graph output leaves the blocked layout once
         assert ops_fused[("com.microsoft.nchwc", "Conv", "Relu")] == 2  # Conv+Relu fused before the multiply
+
+
+def _stem_site(t, *, k=7, s=2, p=3, include_pad=1, on_mask=True):
+    """image -> conv(k, s, p) * P(mask; k, s, p) -> relu: a ResNet-stem-like site (or, with
+    ``on_mask=False``, the same pool applied to the features instead of the mask)."""
+    pool = helper.make_node("AveragePool", ["mask" if on_mask else "c1"], ["m1"], name="pool1", kernel_shape=[k, k],
+                            strides=[s, s], pads=[p] * 4, count_include_pad=include_pad)
+    nodes = [helper.make_node("Conv", ["image", "conv1_w", "conv1_b"], ["c1"], name="conv1", kernel_shape=[k, k],
+                              strides=[s, s], pads=[p] * 4), pool,
+             helper.make_node("Mul", ["c1", "m1"], ["x1"], name="mul1"), helper.make_node("Relu", ["x1"], ["y"])]
+    return t.make(nodes, t.conv_init("conv1", t.C, 1, k, 0))
+
+
+def test_separable_mask_pool_splits_the_stem_pool(tiny):
+    model = _stem_site(tiny)
+    before = copy.deepcopy(model)
+    assert apply_rules(model, [separable_mask_pool.RULE]).counts["separable_mask_pool"] == 1
+    pools = [n for n in model.graph.node if n.op_type == "AveragePool"]
+    got = [(list(helper.get_attribute_value(a) for a in sorted(n.attribute, key=lambda a: a.name)
+                 if a.name in ("kernel_shape", "strides", "pads"))) for n in pools]
+    assert got == [[[7, 1], [3, 0, 3, 0], [2, 1]], [[1, 7], [0, 3, 0, 3], [1, 2]]]
+    assert pools[0].input[0] == "mask" and pools[1].input[0] == pools[0].output[0] and pools[1].output[0] == "m1"
+    onnx.checker.check_model(model, full_check=True)
+    _same(tiny, before, model)
+    feed = tiny.feeds()
+    feed["mask"] = (np.random.default_rng(3).random(feed["mask"].shape) < 0.5).astype(np.float32)  # ragged edges
+    np.testing.assert_allclose(tiny.run(model, feed)[0], tiny.run(before, feed)[0], rtol=0, atol=1e-5)
+
+
+def test_separable_mask_pool_guards(tiny):
+    for model in (_stem_site(tiny, k=3, s=1, p=1),  # small window: not worth a second node
+                  _stem_site(tiny, include_pad=0),  # only the MA pyramid's pools (padding counted) are handled
+                  _stem_site(tiny, on_mask=False)):  # a pool of features, not of the mask
+        assert apply_rules(model, [separable_mask_pool.RULE]).counts["separable_mask_pool"] == 0
