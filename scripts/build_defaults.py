@@ -2,9 +2,12 @@
 
 Run from the repository root with the 'train' extra and ../shared/data:
 
-    python scripts/build_defaults.py SEG_CHECKPOINT CLS_CHECKPOINT [--data ../shared/data]
+    python scripts/build_defaults.py SEGMENTER CLS_CHECKPOINT [--data ../shared/data]
 
-1. Exports both checkpoints (fused MA op, opset 18) with --verify, plus fp16 and an int8 QDQ
+SEGMENTER is a segmenter checkpoint (.pt, exported here) or an exported segmenter (.onnx, e.g. the
+bundled manet_edge/assets/models/segmenter.onnx, used as it is).
+
+1. Exports the checkpoint(s) (fused MA op, opset 18) with --verify, plus fp16 and an int8 QDQ
    classifier calibrated on 64 training-split X-rays (never test images), into runs/defaults/.
 2. Compares fp32 / fp16 / int8 on the saved test split (accuracy, COVID recall, agreement with
    fp32, latency ratio) -> benchmarks/results/defaults/precision.{md,json}.
@@ -43,15 +46,22 @@ def main() -> None:
     random.Random(0).shuffle(train)
     for it in train[: args.calib]:
         (calib_dir / Path(it.path).name).symlink_to((data / it.path).resolve())
-    export = [sys.executable, "-m", "cli", "export", "--seg-checkpoint", args.seg, "--cls-checkpoint", args.cls,
-              "--out", str(out), "--overwrite", "--verify"]
+    seg_onnx = out / "segmenter.onnx"
+    if Path(args.seg).suffix.lower() == ".onnx":  # an exported segmenter: used as it is
+        out.mkdir(parents=True, exist_ok=True)
+        if Path(args.seg).resolve() != seg_onnx.resolve():
+            shutil.copyfile(args.seg, seg_onnx)
+        export = [sys.executable, "-m", "cli", "export", "--cls-checkpoint", args.cls, "--calib-seg", str(seg_onnx)]
+    else:
+        export = [sys.executable, "-m", "cli", "export", "--seg-checkpoint", args.seg, "--cls-checkpoint", args.cls]
+    export += ["--out", str(out), "--overwrite", "--verify"]
     subprocess.run(export + ["--precision", "int8", "--calib-dir", str(calib_dir)], check=True)
     subprocess.run(export + ["--precision", "fp16"], check=True)
     from manet_edge.export.quantize import compare_precisions
 
     test = [(str(data / it.path), it.label) for it in select(items, splits["test"])]
     models = {"fp32": out / "classifier.onnx", "fp16": out / "classifier.fp16.onnx", "int8": out / "classifier.int8.onnx"}
-    report = compare_precisions({k: str(v) for k, v in models.items() if v.exists()}, str(out / "segmenter.onnx"), test)
+    report = compare_precisions({k: str(v) for k, v in models.items() if v.exists()}, str(seg_onnx), test)
     res = Path("benchmarks/results/defaults")
     res.mkdir(parents=True, exist_ok=True)
     sizes = {p.name: round(p.stat().st_size / 2**20, 2) for p in sorted(out.glob("*.onnx"))}

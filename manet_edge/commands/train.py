@@ -26,6 +26,7 @@ class Balance(str, Enum):
     none = "none"
     sampler = "sampler"
     loss = "loss"
+    sqrt = "sqrt"
 
 
 def register(app: typer.Typer) -> None:
@@ -87,8 +88,11 @@ def register(app: typer.Typer) -> None:
         preset: SegPreset = typer.Option(SegPreset.cpu, help="cpu: 128 px, 16 epochs; paper: 512 px, 200 epochs, batch 64."),
         splits: Path = typer.Option(Path("splits/cls.json"), help="Split file; created if missing."),
         cache: Path = typer.Option(Path("runs/cache"), help="Folder for the segmented-image cache."),
-        balance: Optional[Balance] = typer.Option(None, help="Class balancing: sampler, loss weights, or none."),
+        balance: Optional[Balance] = typer.Option(None, help="Class balancing: sampler (inverse-frequency sampling), loss (inverse-frequency loss weights), "
+                                                          "sqrt (loss weights by the inverse square root of the counts: milder), or none."),
         optimizer: Optional[Optimizer] = typer.Option(None, help="Override the preset's optimizer (paper: sgd)."),
+        label_smoothing: Optional[float] = typer.Option(None, min=0.0, max=0.5,
+                                                        help="Cross-entropy label smoothing (0 = none, the presets' value)."),
         epochs: Optional[int] = typer.Option(None),
         batch_size: Optional[int] = typer.Option(None),
         lr: Optional[float] = typer.Option(None),
@@ -106,7 +110,8 @@ def register(app: typer.Typer) -> None:
 
         cfg = make_preset(f"cls-{preset.value}", epochs=epochs, batch_size=batch_size, lr=lr, image_size=size,
                           seed=seed, workers=workers, max_steps_per_epoch=max_steps,
-                          balance=balance.value if balance else None, optimizer=optimizer.value if optimizer else None)
+                          balance=balance.value if balance else None, optimizer=optimizer.value if optimizer else None,
+                          label_smoothing=label_smoothing)
         info = init_distributed(device)
         try:
             best = train_classifier(data, segmenter, model, out, cfg, info, splits_path=splits, cache_dir=cache, resume=resume)

@@ -94,11 +94,13 @@ def _stage1(segmenter: Path):
             from_dict(PostprocessConfig, dict(ckpt.get("postprocess", {}))))
 
 
-def class_weights(labels: np.ndarray, n: int) -> np.ndarray:
-    """Inverse-frequency weights, normalised to mean 1 over classes present."""
+def class_weights(labels: np.ndarray, n: int, power: float = 1.0) -> np.ndarray:
+    """Inverse-frequency weights ``count ** -power`` (1: full balance, 0.5: the square root, milder),
+    normalised to mean 1 over the classes present; 0 for absent classes."""
     counts = np.bincount(labels, minlength=n).astype(float)
-    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n, 0.0)
-    return w
+    present = counts > 0
+    w = np.where(present, np.maximum(counts, 1) ** -power, 0.0)
+    return w * present.sum() / w.sum()
 
 
 @torch.no_grad()
@@ -130,9 +132,9 @@ def train_classifier(data: Path, segmenter: Path, model_name: str, out: Path, cf
     va_y = np.array([CLASSES.index(it.label) for it in va_items])
     train_ds = ClsDataset(tr_x, tr_m, tr_y, augment=cls_augment())
     val_ds = ClsDataset(va_x, va_m, va_y)
-    weights = class_weights(tr_y, len(CLASSES))
+    weights = class_weights(tr_y, len(CLASSES), power=0.5 if cfg.balance == "sqrt" else 1.0)
     ce = torch.nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32).to(info.device)
-                                   if cfg.balance == "loss" else None)
+                                   if cfg.balance in ("loss", "sqrt") else None, label_smoothing=cfg.label_smoothing)
     sample_w = weights[tr_y] if cfg.balance == "sampler" else None
 
     def loss_fn(net, batch):

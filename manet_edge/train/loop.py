@@ -41,7 +41,8 @@ class TrainConfig:
     momentum: float = 0.9
     seed: int = 0
     workers: int = 0
-    balance: str = "none"  # none | sampler | loss (class balancing for the scarce TB class)
+    balance: str = "none"  # none | sampler | loss | sqrt (class balancing for the scarce TB class)
+    label_smoothing: float = 0.0  # classifiers: cross-entropy against (1 - e) one-hot + e uniform
     max_steps_per_epoch: int = 0  # 0 = full epoch; tests use small numbers
 
 

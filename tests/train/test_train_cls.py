@@ -94,8 +94,11 @@ def test_old_bottleneck_ma_checkpoints_are_refused(tmp_path):
 
 
 def test_class_weights_favour_scarce_class():
-    w = class_weights(np.array([0] * 8 + [1] * 2), 5)
-    assert w[1] == 4 * w[0] and w[2] == 0
+    y = np.array([0] * 8 + [1] * 2)
+    w = class_weights(y, 5)
+    assert np.isclose(w[1], 4 * w[0]) and w[2] == 0 and np.isclose(w[:2].mean(), 1.0)
+    s = class_weights(y, 5, power=0.5)  # --balance sqrt: milder
+    assert np.isclose(s[1], 2 * s[0]) and s[2] == 0 and np.isclose(s[:2].mean(), 1.0)
 
 
 def test_train_eval_and_aggregate(cls_root, segmenter_ckpt, tmp_path):
