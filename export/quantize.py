@@ -250,13 +250,29 @@ def float_only_nodes(model: onnx.ModelProto, mask_input: str = "mask") -> list[s
     return names
 
 
-def quantize_int8(fp32_path: str | Path, out_path: str | Path, reader: Any, *, per_channel: bool = True,
-                  calibrate_method: str = "MinMax") -> Path:
-    """Static int8 QDQ quantization of a classifier with the MA ops and mask branch left in float.
+def sensitive_nodes(model: onnx.ModelProto, image_input: str = "image") -> list[str]:
+    """Names of the nodes int8 hurts most for what it saves: the stem (every conv reading the image)
+    and the head (every Gemm/MatMul). They hold a small share of the FLOPs; the stem sees the raw
+    [-1, 1] image, the head sets the class probabilities directly."""
+    return [n.name for n in model.graph.node
+            if (n.op_type == "Conv" and image_input in n.input) or n.op_type in ("Gemm", "MatMul")]
 
-    ``calibrate_method`` is onnxruntime's ``CalibrationMethod`` name. On the bundled classifier's
-    validation split MinMax, Percentile and Entropy gave the same accuracy and differed by at most one
-    image in agreement with fp32 (benchmarks/results/defaults/int8_calibration.md).
+
+INT8_OPS = ("Conv", "Relu", "MaxPool", "Concat", "Reshape", "Flatten")
+"""Op types :func:`quantize_int8` quantizes. Residual ``Add``s and the global pooling stay float: on
+the bundled classifier's validation split that halved the int8 model's probability distance from
+fp32 (0.0085 -> 0.0038, benchmarks/results/defaults/int8_calibration.md) at the same speed."""
+
+
+def quantize_int8(fp32_path: str | Path, out_path: str | Path, reader: Any, *, per_channel: bool = True,
+                  calibrate_method: str = "MinMax", float_sensitive: bool = True) -> Path:
+    """Static int8 QDQ quantization of a classifier: per-channel int8 weights, calibrated activations.
+
+    Stays float: the mask branch and every MA multiply (:func:`float_only_nodes`: the mask is a
+    fraction, not an activation), the stem and the head (:func:`sensitive_nodes`), and the op types
+    not in :data:`INT8_OPS` (residual adds, global pooling). ``float_sensitive=False`` quantizes
+    those too (manet-edge 0.1's recipe; kept for comparison). ``calibrate_method`` is onnxruntime's
+    ``CalibrationMethod`` name (benchmarks/results/defaults/int8_calibration.md compares them).
     """
     import tempfile
 
@@ -266,9 +282,8 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, reader: Any, *, p
     for i, node in enumerate(model.graph.node):  # node names are how nodes_to_exclude finds them
         if not node.name:
             node.name = f"{node.op_type.lower()}_{i}"
-    exclude = float_only_nodes(model)
-    ops = ["Conv", "Gemm", "MatMul", "Add", "Relu", "MaxPool", "GlobalAveragePool", "ReduceMean", "Concat",
-           "Reshape", "Flatten"]
+    exclude = float_only_nodes(model) + (sensitive_nodes(model) if float_sensitive else [])
+    ops = list(INT8_OPS) + ([] if float_sensitive else ["Gemm", "MatMul", "Add", "GlobalAveragePool", "ReduceMean"])
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "fp32.onnx"
         onnx.save(model, str(src))
@@ -284,7 +299,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, reader: Any, *, p
         q = onnx.load(str(out_tmp))
     images = getattr(reader, "images", [])
     _set_card_precision(q, "int8", calibration_images=len(images), calibration_method=calibrate_method,
-                        float_nodes=len(exclude),
+                        float_nodes=len(exclude), float_sensitive=float_sensitive,
                         calibration_sha256=_images_sha(images))
     from manet_edge.export.onnx import check_onnx, save_onnx
 

@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from manet_edge.export.quantize import float_only_nodes, list_images, make_reader, quantize_int8, to_fp16
+from manet_edge.export.quantize import float_only_nodes, list_images, make_reader, quantize_int8, sensitive_nodes, to_fp16
 from manet_edge.export.rules import fold_mask_attention
 from manet_edge.export.rules.functions import MA_OP
 from manet_edge.metadata import read_onnx_card
@@ -115,6 +115,7 @@ def test_fp16_keeps_float32_io_and_matches(tiny):
 def test_mask_branch_and_ma_nodes_stay_float(tiny):
     model = _tiny_cls(tiny)
     assert set(float_only_nodes(model)) == {"pool1", "mul1"}
+    assert set(sensitive_nodes(model)) == {"conv1", "fc"}  # the stem conv reads the image; the head
 
 
 def test_int8_calibrates_on_segmented_xrays(tiny, tmp_path, synth):
@@ -124,7 +125,7 @@ def test_int8_calibrates_on_segmented_xrays(tiny, tmp_path, synth):
     images = list_images(tmp_path / "calib", limit=4)
     assert len(images) == 4 and {p.parent.name for p in images} == {"a", "b"}
     fp32 = tmp_path / "classifier.onnx"
-    onnx.save(_tiny_cls(tiny), str(fp32))
+    onnx.save(_tiny_bottleneck_cls(tiny), str(fp32))
     reader = make_reader(tmp_path / "calib", seg, tiny.S, limit=4)
     first = reader.get_next()
     assert first["image"].shape == (1, 1, tiny.S, tiny.S) and set(np.unique(first["mask"])) <= {0.0, 1.0}
@@ -134,9 +135,15 @@ def test_int8_calibrates_on_segmented_xrays(tiny, tmp_path, synth):
     kinds = tiny.ops(q)
     assert "QuantizeLinear" in kinds and "DequantizeLinear" in kinds and MA_OP in kinds
     producers = {o: n for n in q.graph.node for o in n.output}
+    def dequantized(name):
+        return name in producers and producers[name].op_type == "DequantizeLinear"
+
     for node in q.graph.node:
         if node.op_type in ("AveragePool", MA_OP):  # float inputs: no DequantizeLinear feeds the mask
-            assert producers.get(node.input[-1]) is None or producers[node.input[-1]].op_type != "DequantizeLinear"
+            assert not dequantized(node.input[-1])
+        if node.op_type == "Gemm" or "image" in node.input:
+            assert not dequantized(node.input[1]), node.name  # the stem and the head keep float weights
+    assert sum(dequantized(n.input[1]) for n in q.graph.node if n.op_type == "Conv") == 2  # the two inner convs
     ref, got = tiny.run(onnx.load(str(fp32)))[0], tiny.run(q)[0]
     assert np.corrcoef(ref.ravel(), got.ravel())[0, 1] > 0.95
     card = read_onnx_card(str(out))
