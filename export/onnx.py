@@ -28,7 +28,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from manet_edge import CLASSES, __version__
-from manet_edge.config import ClsModelConfig, PostprocessConfig, SegModelConfig, to_dict
+from manet_edge.config import PostprocessConfig, SegModelConfig, to_dict
 from manet_edge.errors import BadInputError, ManetEdgeError, ModelError
 from manet_edge.fileutil import atomic_write_bytes
 from manet_edge.metadata import CARD_KEY, ModelCard

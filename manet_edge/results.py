@@ -29,7 +29,6 @@ from manet_edge.config import PostprocessConfig
 from manet_edge.fileutil import atomic_write_bytes, atomic_write_text
 from manet_edge.pipeline import ImageResult, WorkItem
 from manet_edge.postprocess import upsample_mask
-from manet_edge.preprocess import resize
 
 CSV_COLUMNS: tuple[str, ...] = ("file", "status", "error", "prediction", *(f"p_{c}" for c in CLASSES),
                                 "lung_fraction", "flags")
