@@ -20,6 +20,7 @@ class SegPreset(str, Enum):
 class Optimizer(str, Enum):
     sgd = "sgd"
     adam = "adam"
+    adamw = "adamw"
 
 
 class Balance(str, Enum):
@@ -91,6 +92,8 @@ def register(app: typer.Typer) -> None:
         balance: Optional[Balance] = typer.Option(None, help="Class balancing: sampler (inverse-frequency sampling), loss (inverse-frequency loss weights), "
                                                           "sqrt (loss weights by the inverse square root of the counts: milder), or none."),
         optimizer: Optional[Optimizer] = typer.Option(None, help="Override the preset's optimizer (paper: sgd)."),
+        weight_decay: Optional[float] = typer.Option(None, min=0.0,
+                                                     help="Override the preset's weight decay (L2 for sgd/adam, decoupled for adamw)."),
         label_smoothing: Optional[float] = typer.Option(None, min=0.0, max=0.5,
                                                         help="Cross-entropy label smoothing (0 = none, the presets' value)."),
         epochs: Optional[int] = typer.Option(None),
@@ -111,7 +114,7 @@ def register(app: typer.Typer) -> None:
         cfg = make_preset(f"cls-{preset.value}", epochs=epochs, batch_size=batch_size, lr=lr, image_size=size,
                           seed=seed, workers=workers, max_steps_per_epoch=max_steps,
                           balance=balance.value if balance else None, optimizer=optimizer.value if optimizer else None,
-                          label_smoothing=label_smoothing)
+                          label_smoothing=label_smoothing, weight_decay=weight_decay)
         info = init_distributed(device)
         try:
             best = train_classifier(data, segmenter, model, out, cfg, info, splits_path=splits, cache_dir=cache, resume=resume)

@@ -34,7 +34,7 @@ class TrainConfig:
     batch_size: int
     lr: float
     weight_decay: float
-    optimizer: str  # adam | sgd
+    optimizer: str  # adam | adamw | sgd
     scheduler: str  # constant | cosine
     loss: str  # dice | dice_bce | ce
     image_size: int
@@ -78,9 +78,11 @@ def seed_everything(seed: int) -> None:
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":  # decoupled weight decay (Loshchilov & Hutter)
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    raise ManetEdgeError(f"unknown optimizer {cfg.optimizer!r}; choose adam or sgd")
+    raise ManetEdgeError(f"unknown optimizer {cfg.optimizer!r}; choose adam, adamw or sgd")
 
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):

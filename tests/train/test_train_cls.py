@@ -154,3 +154,18 @@ def test_inside_fraction():
     mask = np.zeros((4, 4))
     mask[0, 0] = 1
     assert inside_fraction(heat, mask) == 0.75
+
+
+def test_optimizer_choices_and_label_smoothing():
+    """adamw decouples its weight decay; an unknown optimizer names the choices; the presets keep
+    plain cross-entropy unless label smoothing is asked for."""
+    from manet_edge.errors import ManetEdgeError
+    from manet_edge.train.loop import make_optimizer
+
+    net = torch.nn.Linear(3, 2)
+    opt = make_optimizer(net, preset("cls-cpu", optimizer="adamw", weight_decay=0.05, lr=1e-3))
+    assert isinstance(opt, torch.optim.AdamW) and opt.param_groups[0]["weight_decay"] == 0.05
+    assert isinstance(make_optimizer(net, preset("cls-cpu")), torch.optim.SGD)
+    with pytest.raises(ManetEdgeError, match="adam, adamw or sgd"):
+        make_optimizer(net, preset("cls-cpu", optimizer="lion"))
+    assert preset("cls-cpu").label_smoothing == 0.0 and preset("cls-cpu", label_smoothing=0.1).label_smoothing == 0.1
