@@ -21,17 +21,10 @@ SIZE = {"resnet18": 64, "resnet50": 64, "vgg16": 32, "inception_v3": 80}  # ince
 def ma_model(arch: str):
     """The ``-ma`` model in eval mode with trained-like BN statistics: folded BNs have biases, as in
     a trained model (fresh BNs have none, and would hide a bias leaking outside the map)."""
+    from manet_edge.export.verify import randomize_like_trained
+
     torch.manual_seed(0)
-    model = create_model(f"{arch}-ma").eval()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, torch.nn.BatchNorm2d):
-                n = mod.num_features
-                mod.running_mean.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
-                mod.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                mod.bias.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
-    return model
+    return randomize_like_trained(create_model(f"{arch}-ma").eval(), size=SIZE[arch]).eval()
 
 
 def is_bottleneck(block) -> bool:
