@@ -9,16 +9,29 @@ from pathlib import Path
 from manet_edge.errors import OutputExistsError
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it; done once, at import (os.umask is process-wide)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_read_umask()
+"""What ``open()`` would give a new file. ``mkstemp`` creates its file 0600, which would leave
+results, masks and exported models unreadable to the rest of the user's group."""
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``.
 
-    An interrupt leaves either the old file or the new one, never a half-written file.
+    An interrupt leaves either the old file or the new one, never a half-written file. The file
+    gets the permissions a plain ``open()`` would give it (``0666`` less the umask).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), _FILE_MODE)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

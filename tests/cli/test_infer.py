@@ -62,6 +62,10 @@ def test_happy_path_outputs(app, image_folder, models_dir, tmp_path):
     assert np.asarray(Image.open(out / "masks/b/photo.png")).shape == (96, 96)
     assert (out / "overlays/a/img0.png").is_file()
     assert "6 files: 6 ok, 0 failed" in res.stdout
+    umask = os.umask(0)
+    os.umask(umask)
+    for written in ("predictions.csv", "predictions.json", "masks/b/wide.png", "overlays/a/img0.png"):
+        assert (out / written).stat().st_mode & 0o777 == 0o666 & ~umask, written  # as open() makes them
 
 
 def test_openvino_backend_reports_fp32(app, image_folder, models_dir, tmp_path):
