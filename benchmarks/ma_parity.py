@@ -2,7 +2,8 @@
 
 ``python -m manet_edge.benchmarks.ma_parity [--size 128] [--out benchmarks/results]`` exports each
 zoo model (random weights made trained-looking by ``randomize_like_trained``), runs the checks of
-:func:`manet_edge.export.verify.verify_export` on random inputs and on lung-like blob masks, and
+:func:`manet_edge.export.verify.verify_export` on random inputs, on lung-like blob masks and on real
+sample X-rays segmented by the bundled segmenter, and
 writes ``ma_parity.md`` (the table) with the versions used.
 """
 

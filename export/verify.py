@@ -93,7 +93,7 @@ def randomize_like_trained(model: Any, seed: int = 0, *, size: int = 64, in_chan
                 linears.append(mod)
         model.eval()
         if linears:
-            feed = input_sets("cls", size, in_channels, batch=2, seed=seed)["blobs"]
+            feed = input_sets("cls", size, in_channels, batch=2, seed=seed, real=False)["blobs"]
             peak = float(np.abs(run_torch(model, feed)).max())
             if peak > 0:
                 linears[-1].weight.mul_(target / peak)
@@ -119,8 +119,11 @@ def blob_masks(n: int, size: int, seed: int = 0) -> np.ndarray:
     return out
 
 
-def input_sets(kind: str, size: int, channels: int = 1, batch: int = 2, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
-    """Named feeds: ``random`` and (classifiers) ``blobs``, each a dict of input name -> array."""
+def input_sets(kind: str, size: int, channels: int = 1, batch: int = 2, seed: int = 0,
+               real: bool = True) -> dict[str, dict[str, np.ndarray]]:
+    """Named feeds, each a dict of input name -> array: ``random``; for classifiers also ``blobs``
+    (lung-like blob masks) and, with ``real``, ``real`` (:func:`real_inputs`) when the package's
+    sample X-rays and default segmenter are there."""
     rng = np.random.default_rng(seed)
     if kind == "seg":
         return {"random": {"image": rng.random((batch, channels, size, size), dtype=np.float32)}}
@@ -128,7 +131,26 @@ def input_sets(kind: str, size: int, channels: int = 1, batch: int = 2, seed: in
     random_mask = (rng.random((batch, 1, size, size)) > 0.5).astype(np.float32)
     blobs = blob_masks(batch, size, seed)
     segmented = np.where(blobs > 0, image, -1.0).astype(np.float32)
-    return {"random": {"image": image, "mask": random_mask}, "blobs": {"image": segmented, "mask": blobs}}
+    sets = {"random": {"image": image, "mask": random_mask}, "blobs": {"image": segmented, "mask": blobs}}
+    feed = real_inputs(size, channels, batch) if real else None
+    if feed is not None:
+        sets["real"] = feed
+    return sets
+
+
+def real_inputs(size: int, channels: int = 1, batch: int = 2) -> dict[str, np.ndarray] | None:
+    """Real classifier inputs: the first ``batch`` bundled sample X-rays (``manet_edge/assets/samples``),
+    segmented by the bundled default segmenter and prepared exactly as the pipeline does (real lung
+    masks, post-processed). ``None`` when the samples or the segmenter are missing."""
+    from manet_edge.assets import default_models_dir, samples_dir
+    from manet_edge.export.quantize import segmented_inputs
+
+    seg = default_models_dir() / "segmenter.onnx"
+    images = sorted(samples_dir().glob("*.png"))[:batch] if samples_dir().is_dir() else []
+    if not seg.is_file() or len(images) < batch:
+        return None
+    feeds = list(segmented_inputs(images, seg, size, channels))
+    return {k: np.concatenate([f[k] for f in feeds]) for k in ("image", "mask")}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -200,7 +222,8 @@ def run_torch(torch_model: Any, feed: dict[str, np.ndarray]) -> np.ndarray:
 def verify_export(model: onnx.ModelProto, torch_model: Any | None, *, name: str, kind: str, size: int,
                   channels: int = 1, batch: int = 2, openvino: bool = False, report: ParityReport | None = None,
                   tolerance: float = TOLERANCE) -> ParityReport:
-    """Compare an exported (fp32) model with its torch source, its inlined twin and optionally OpenVINO."""
+    """Compare an exported (fp32) model with its torch source, its inlined twin and optionally OpenVINO,
+    on random inputs, lung-like blob masks and (classifiers) real segmented X-rays."""
     from manet_edge.export.rules.functions import count_ma_nodes, inline_ma
 
     report = report or ParityReport()

@@ -62,8 +62,19 @@ def test_verify_export_table_rows(r18ma):
     report = verify_export(model, src.model, name="r18", kind="cls", size=64)
     checks = [r.check for r in report.rows]
     assert checks == ["torch vs ort (random)", "fused vs inline (random)", "torch vs ort (blobs)",
-                      "fused vs inline (blobs)"]
+                      "fused vs inline (blobs)", "torch vs ort (real)", "fused vs inline (real)"]
     assert report.ok
+
+
+def test_real_inputs_are_segmented_sample_xrays():
+    """The ``real`` parity set: bundled sample X-rays through the bundled segmenter and the
+    pipeline's own pre-processing: binary lung masks of plausible size, the image blanked outside."""
+    from manet_edge.export.verify import real_inputs
+
+    feed = real_inputs(64, channels=1, batch=2)
+    assert feed is not None and feed["image"].shape == feed["mask"].shape == (2, 1, 64, 64)
+    assert set(np.unique(feed["mask"])) == {0.0, 1.0} and 0.1 < feed["mask"].mean() < 0.6
+    assert np.all(feed["image"][feed["mask"] == 0] == -1.0)
 
 
 def test_openvino_runner_runs_the_fused_export_like_onnxruntime(r18ma, tmp_path):
