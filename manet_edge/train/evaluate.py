@@ -86,8 +86,9 @@ def eval_classifier(checkpoint: Path, data: Path, splits: Path, split: str = "te
     probs = predict(build_model_from_checkpoint(ckpt), ClsDataset(x, m, y))
     pred = probs.argmax(1)
     report = classification_report(confusion_matrix(y, pred, len(classes)), classes)
+    recipe = {k: v for k, v in dict(ckpt.get("train_config", {})).items() if k not in _NOT_RECIPE}
     report.update({"checkpoint": str(checkpoint), "model": ckpt["model_config"]["name"],
-                   "seed": ckpt.get("train_config", {}).get("seed"), "split": split, "n": len(items)})
+                   "seed": ckpt.get("train_config", {}).get("seed"), "recipe": recipe, "split": split, "n": len(items)})
     return report
 
 
@@ -107,11 +108,25 @@ def cls_tables(report: dict) -> str:
     return "\n".join(lines)
 
 
+_NOT_RECIPE = ("seed", "workers", "max_steps_per_epoch")
+"""Training-config keys that do not make a different recipe (runs that differ only here are seeds)."""
+
+
+def run_group(report: dict, reports: list[dict]) -> str:
+    """The Table 2 row of a report: its model, plus the recipe settings in which runs of the same
+    model among ``reports`` differ (``resnet18-ma`` or, say, ``resnet18-ma (image_size=192)``)."""
+    same = [r.get("recipe", {}) for r in reports if r["model"] == report["model"]]
+    keys = sorted({k for rec in same for k in rec if any(o.get(k) != rec.get(k) for o in same)})
+    mine = report.get("recipe", {})
+    return report["model"] + (" (" + ", ".join(f"{k}={mine.get(k)}" for k in keys) + ")" if keys else "")
+
+
 def aggregate_runs(reports: list[dict]) -> dict:
-    """Table 2: each run's accuracy, then the mean (and spread) per model."""
+    """Table 2: each run's accuracy, then the mean (and spread) per model and training recipe
+    (runs of one model with different recipes are separate rows, see :func:`run_group`)."""
     by_model: dict[str, list[dict]] = defaultdict(list)
     for r in reports:
-        by_model[r["model"]].append(r)
+        by_model[run_group(r, reports)].append(r)
     out = {}
     for model, rs in by_model.items():
         accs = [r["accuracy"] for r in rs]

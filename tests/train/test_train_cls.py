@@ -169,3 +169,18 @@ def test_optimizer_choices_and_label_smoothing():
     with pytest.raises(ManetEdgeError, match="adam, adamw or sgd"):
         make_optimizer(net, preset("cls-cpu", optimizer="lion"))
     assert preset("cls-cpu").label_smoothing == 0.0 and preset("cls-cpu", label_smoothing=0.1).label_smoothing == 0.1
+
+
+def test_runs_are_aggregated_per_model_and_recipe():
+    """Table 2 rows: seeds of one recipe are averaged; another recipe of the same model is its own row,
+    named by the settings that differ."""
+    def rep(model, seed, acc, **recipe):
+        base = {"epochs": 60, "image_size": 128, "balance": "loss", **recipe}
+        return {"model": model, "seed": seed, "accuracy": acc, "per_class": {"covid": {"recall": 1.0}}, "recipe": base}
+
+    agg = aggregate_runs([rep("resnet18-ma", 0, 0.70), rep("resnet18-ma", 1, 0.80),
+                          rep("resnet18-ma", 0, 0.75, image_size=192), rep("resnet18", 0, 0.60)])
+    assert set(agg) == {"resnet18-ma (image_size=128)", "resnet18-ma (image_size=192)", "resnet18"}
+    assert agg["resnet18-ma (image_size=128)"]["mean"] == pytest.approx(0.75)
+    assert [r["seed"] for r in agg["resnet18-ma (image_size=128)"]["runs"]] == [0, 1]
+    assert "resnet18-ma (image_size=192)" in runs_table(agg)
