@@ -86,7 +86,7 @@ def eval_classifier(checkpoint: Path, data: Path, splits: Path, split: str = "te
     probs = predict(build_model_from_checkpoint(ckpt), ClsDataset(x, m, y))
     pred = probs.argmax(1)
     report = classification_report(confusion_matrix(y, pred, len(classes)), classes)
-    recipe = {k: v for k, v in dict(ckpt.get("train_config", {})).items() if k not in _NOT_RECIPE}
+    recipe = {k: v for k, v in {**_recipe_defaults(), **dict(ckpt.get("train_config", {}))}.items() if k not in _NOT_RECIPE}
     report.update({"checkpoint": str(checkpoint), "model": ckpt["model_config"]["name"],
                    "seed": ckpt.get("train_config", {}).get("seed"), "recipe": recipe, "split": split, "n": len(items)})
     return report
@@ -110,6 +110,15 @@ def cls_tables(report: dict) -> str:
 
 _NOT_RECIPE = ("seed", "workers", "max_steps_per_epoch")
 """Training-config keys that do not make a different recipe (runs that differ only here are seeds)."""
+
+
+def _recipe_defaults() -> dict:
+    """``TrainConfig``'s field defaults: a checkpoint older than a field ran with its default."""
+    import dataclasses
+
+    from manet_edge.train.loop import TrainConfig
+
+    return {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
 
 
 def run_group(report: dict, reports: list[dict]) -> str:
