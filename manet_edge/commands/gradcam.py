@@ -38,6 +38,9 @@ def register(app: typer.Typer) -> None:
             ckpt = load_checkpoint(ck_path)
             model = build_model_from_checkpoint(ckpt)
             name, seed = ckpt["model_config"]["name"], ckpt.get("train_config", {}).get("seed")
+            key, folder = f"{name} seed {seed}", f"{name}_s{seed}"
+            if key in results:  # another recipe of the same model and seed: tell them apart by run folder
+                key, folder = f"{key} ({ck_path.parent.name})", f"{folder}_{ck_path.parent.name}"
             size = int(ckpt["model_config"]["image_size"])
             items = select(find_cls_items(data), load_splits(splits)[split])
             if limit:
@@ -50,9 +53,8 @@ def register(app: typer.Typer) -> None:
                 heat, cls = gradcam(model, img[None], msk[None])
                 fractions.append(inside_fraction(heat, msk[0].numpy()))
                 if i < overlays:
-                    overlay_png(x[i, 0], heat, m[i, 0], out / f"{name}_s{seed}" / (Path(it.path).stem + ".png"),
+                    overlay_png(x[i, 0], heat, m[i, 0], out / folder / (Path(it.path).stem + ".png"),
                                 f"{name}: {CLASSES[cls]} (true {it.label}); inside lungs {fractions[-1]:.2f}")
-            key = f"{name} seed {seed}"
             results[key] = {"checkpoint": str(ck_path), "n": len(items), "inside_lung_fraction_mean": float(np.nanmean(fractions)),
                             "inside_lung_fraction_median": float(np.nanmedian(fractions))}
             typer.echo(f"{key}: mean heat fraction inside lungs {results[key]['inside_lung_fraction_mean']:.3f} over {len(items)} images")

@@ -136,14 +136,14 @@ def test_gradcam_cli_reports_inside_fraction(cls_root, segmenter_ckpt, tmp_path)
     app = typer.Typer()
     gradcam_cmd.register(app)
     app.command("noop")(lambda: None)  # keep typer in multi-command mode
-    res = CliRunner().invoke(app, ["gradcam", str(tmp_path / "r/best.pt"), "--data", str(cls_root), "--splits",
-                                   str(tmp_path / "splits.json"), "--out", str(tmp_path / "gc"), "--cache",
-                                   str(tmp_path / "cache"), "--overlays", "2"])
+    res = CliRunner().invoke(app, ["gradcam", str(tmp_path / "r/best.pt"), str(tmp_path / "r/last.pt"), "--data",
+                                   str(cls_root), "--splits", str(tmp_path / "splits.json"), "--out", str(tmp_path / "gc"),
+                                   "--cache", str(tmp_path / "cache"), "--overlays", "2"])
     assert res.exit_code == 0, res.output
     result = json.loads((tmp_path / "gc/gradcam.json").read_text())
-    (entry,) = result.values()
-    assert 0.0 <= entry["inside_lung_fraction_mean"] <= 1.0
-    assert len(list((tmp_path / "gc").rglob("*.png"))) == 2
+    assert list(result) == ["resnet18 seed 0", "resnet18 seed 0 (r)"]  # same model and seed: kept apart
+    assert all(0.0 <= e["inside_lung_fraction_mean"] <= 1.0 for e in result.values())
+    assert len(list((tmp_path / "gc").rglob("*.png"))) == 4
 
 
 def test_inside_fraction():
