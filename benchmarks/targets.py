@@ -27,8 +27,9 @@ from manet_edge.benchmarks.timing import Clock, PerfCounterClock, Step
 
 BACKEND_ORDER: tuple[str, ...] = ("torch", "onnxruntime", "openvino", "tensorrt")
 DEFAULTS_TOKEN = "defaults"
-DEFAULT_FALLBACK: tuple[str, ...] = ("resnet18@128", "resnet18-ma@128")
-"""Timed instead of ``defaults`` while the bundled ONNX models do not exist (the default zoo config)."""
+DEFAULT_FALLBACK: tuple[str, ...] = ("resnet18@192", "resnet18-ma@192")
+"""Timed instead of ``defaults`` while the bundled ONNX models do not exist: the bundled classifier's
+config (resnet18-ma at 192 px) and its plain twin."""
 
 
 @dataclass(frozen=True)

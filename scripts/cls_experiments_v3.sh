@@ -2,7 +2,7 @@
 # Stage-2 experiments of the third round (issue 4): every classifier trained on the masks of the
 # bundled segmenter, run from its exported ONNX exactly as `manet-edge infer` runs it.
 #   - the Adam recipe (1e-3, cosine, class-weighted loss) for 60 epochs instead of 30, 128 px, 3 seeds;
-#   - the same at 192 px (2 seeds);
+#   - the same at 192 px (2 seeds) and at 256 px (2 seeds, run last);
 #   - milder class weights (--balance sqrt), alone (3 seeds) and with label smoothing 0.1 (2 seeds);
 #   - AdamW (decoupled weight decay 0.05) with sqrt weights and label smoothing (2 seeds);
 #   - plain resnet18 with the 60-epoch recipe (3 seeds), for MA vs plain.
@@ -30,4 +30,5 @@ export -f run
   for s in 0 1; do echo "r18ma_128_e60_sqrt_ls_s$s --model resnet18-ma --seed $s --epochs 60 --balance sqrt --label-smoothing 0.1"; done
   for s in 0 1; do echo "r18ma_128_e60_adamw_ls_s$s --model resnet18-ma --seed $s --epochs 60 --balance sqrt --label-smoothing 0.1 --optimizer adamw --weight-decay 0.05"; done
   for s in 0 1 2; do echo "r18_128_e60_s$s --model resnet18 --seed $s --epochs 60"; done
+  for s in 0 1; do echo "r18ma_256_e60_s$s --model resnet18-ma --seed $s --epochs 60 --size 256"; done
 } | xargs -P 2 -I{} bash -c 'run {}'

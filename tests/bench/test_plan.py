@@ -30,7 +30,7 @@ def test_defaults_fall_back_to_the_zoo_config_when_bundled_models_are_absent(mon
     monkeypatch.setattr(assets, "default_models_dir", lambda: tmp_path)
     notes: list[str] = []
     specs = parse_models(["defaults"], [512], notes)
-    assert [s.label for s in specs] == ["resnet18@128", "resnet18-ma@128"]
+    assert [s.label for s in specs] == ["resnet18@192", "resnet18-ma@192"]
     assert "no segmenter is timed" in notes[0] and "random weights" in notes[0]
     monkeypatch.setattr(assets, "default_models_dir", lambda: models_dir)
     specs = parse_models(["defaults"], [512], [])
