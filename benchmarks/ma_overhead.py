@@ -1,6 +1,6 @@
 """What mask attention costs at inference: exported resnet50-ma vs plain resnet50, CPU, batch 1.
 
-``python -m manet_edge.benchmarks.ma_overhead [--size 512] [--pairs 21] [--threads 1 2]
+``python -m manet_edge.benchmarks.ma_overhead [--size 512] [--pairs 21] [--sessions 1] [--threads 1 2]
 [--runtimes onnxruntime openvino] [--variants naive fused inline] [--profile-runs 10]
 [--out DIR] [--name ma_overhead_cpu]``
 
@@ -8,13 +8,18 @@ Both models are exported the same way (``manet_edge.export.onnx.build_onnx``, ra
 trained-like BN statistics, so the folded convs have biases as a trained model's do);
 the MA model in three forms: ``naive`` (torch's export, no MA rules), ``fused`` (one
 ``manet_edge::MaskAttentionMul`` node per MA site, a model-local function; OpenVINO converts it
-with the runtime's extension) and ``inline`` (the same graph inlined);
-``fused-broadcast`` (the function with the literal ``Mul(X, M)`` body) on request.
+with the runtime's extension; the exporter's default ``auto`` body) and ``inline`` (the same graph
+inlined); on request ``fused-expand`` (every site expands its map to C channels, the default
+before the ``auto`` body) and ``fused-broadcast`` (the literal ``Mul(X, M)`` body).
 
 Timing: for each runtime and thread count, plain and every MA form are loaded together and run
 *round-robin* in one process (serpentine order: forward on even rounds, reversed on odd ones), on
 the same inputs (a lung-like blob mask). A pair is plain and one MA form from the same round; the
-figure of merit is the median over pairs of ``t_ma / t_plain`` (wall clock). Every form is timed
+figure of merit is the median over pairs of ``t_ma / t_plain`` (wall clock). With ``--sessions K``
+every model is loaded K times (independent sessions, all in the round-robin) and a round's time
+for a model is the mean over its K sessions: two sessions of the *same* model differed by up to
+1.1 % here (where their buffers land in memory), a bias one session per model cannot average
+out. Every form is timed
 in the same rounds, so the forms are also comparable with each other, not only with plain. The
 machine this was written for is a shared 2-core VM with other jobs running: a run preempted by
 another process is slower on the wall clock without doing more work, so the CPU time of the
@@ -122,6 +127,8 @@ def build_models(size: int, variants: list[str]) -> dict[str, Any]:
         fused, _ = build_onnx(src, ExportOptions(ma_op="fused"))
         models["fused"] = fused
         models["inline"] = inline_ma(fused)
+    if "fused-expand" in variants:
+        models["fused-expand"] = build_onnx(src, ExportOptions(ma_op="fused", ma_body="expand"))[0]
     if "fused-broadcast" in variants:
         models["fused-broadcast"] = build_onnx(src, ExportOptions(ma_op="fused", ma_body="broadcast"))[0]
     return {k: v for k, v in models.items() if k == "plain" or k in variants}
@@ -203,15 +210,22 @@ def interleaved(runs: dict[str, Callable], feed: dict[str, np.ndarray], rounds: 
     return wall, cpu
 
 
+def session_means(times: dict[str, np.ndarray], sep: str = "#") -> dict[str, np.ndarray]:
+    """``{"model#j": per-round times}`` -> ``{"model": per-round mean over its sessions j}``."""
+    groups: dict[str, list[np.ndarray]] = defaultdict(list)
+    for label, t in times.items():
+        groups[label.split(sep, 1)[0]].append(t)
+    return {k: np.mean(v, axis=0) for k, v in groups.items()}
+
+
 def measure(models: dict[str, Any], size: int, pairs: int, threads: list[int], runtimes: list[str],
-            variants: list[str]) -> tuple[list[PairResult], list[FormRatio]]:
+            variants: list[str], sessions: int = 1) -> tuple[list[PairResult], list[FormRatio]]:
     feed = _feed(size)
     results, forms = [], []
     for rt in runtimes:
         for n in threads:
-            runs = {"plain": RUNNERS[rt](models["plain"], n)}
-            runs.update({v: RUNNERS[rt](models[v], n) for v in variants})
-            wall, cpu = interleaved(runs, feed, pairs)
+            runs = {f"{k}#{j}": RUNNERS[rt](models[k], n) for j in range(sessions) for k in ["plain", *variants]}
+            wall, cpu = (session_means(t) for t in interleaved(runs, feed, pairs))
             for v in variants:
                 ratio = wall[v] / wall["plain"]
                 r = PairResult(rt, v, pairs, float(np.median(wall["plain"]) * 1e3),
@@ -375,7 +389,8 @@ def markdown(results: list[PairResult], env: dict[str, Any], args: argparse.Name
         f"openvino {env['openvino']} (INFERENCE_PRECISION_HINT=f32), python {env['python']}",
         "",
         f"Median over {args.pairs} interleaved rounds (plain and every MA form in each round, serpentine "
-        f"order); ratio = MA / plain from the same round. Bar: wall-clock median ratio <= {BAR}. The CPU-time "
+        f"order; {args.sessions} independent session(s) per model, a round's time is their mean); "
+        f"ratio = MA / plain from the same round. Bar: wall-clock median ratio <= {BAR}. The CPU-time "
         "ratio (process CPU seconds over the same calls) is not inflated by preemption from other jobs.",
         "",
         "| runtime | threads | MA graph | plain median ms (p90) | MA median ms (p90) | median ratio [p25, p75] "
@@ -387,9 +402,11 @@ def markdown(results: list[PairResult], env: dict[str, Any], args: argparse.Name
                      f"{r.ma_median_ms:.1f} ({r.ma_p90_ms:.1f}) | {r.median_ratio:.4f} [{r.ratio_p25:.3f}, "
                      f"{r.ratio_p75:.3f}] | {r.cpu_median_ratio:.4f} | {'yes' if r.meets_bar else 'no'} |")
     lines += ["", "naive = torch's export, no MA rules; fused = the MA rules' graph, one fused node per MA site "
-              "(manet_edge::MaskAttentionMul with the default `expand` body; OpenVINO: the runtime's conversion "
+              "(manet_edge::MaskAttentionMul with the exporter's default `auto` body: the stem's map expanded to "
+              "its 64 channels, the bottleneck sites' maps broadcast; OpenVINO: the runtime's conversion "
               "extension, the op's literal definition); inline = "
-              "the fused graph with the functions inlined; fused-broadcast = MaskAttentionMul with the literal "
+              "the fused graph with the functions inlined; fused-expand = every site's map expanded to C "
+              "channels (the default before `auto`); fused-broadcast = MaskAttentionMul with the literal "
               "`Mul(X, M)` body. Weights random, BN statistics trained-like (`randomize_like_trained`).", ""]
     if forms:
         lines += ["Fused vs inlined MA graph, same rounds (1.0 = same speed):", "",
@@ -411,19 +428,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=[1], help="intra-op thread counts to run")
     ap.add_argument("--runtimes", nargs="+", default=["onnxruntime", "openvino"], choices=sorted(RUNNERS))
     ap.add_argument("--variants", nargs="+", default=["naive", "fused", "inline"],
-                    choices=["naive", "fused", "inline", "fused-broadcast"])
+                    choices=["naive", "fused", "inline", "fused-expand", "fused-broadcast"])
+    ap.add_argument("--sessions", type=int, default=1,
+                    help="independent sessions per model, all interleaved; a round's time is their mean")
     ap.add_argument("--profile-runs", type=int, default=0, help="profiled runs per model (0: no profile)")
     ap.add_argument("--out", type=Path, default=None, help="folder for <name>.md/.json")
     ap.add_argument("--name", default="ma_overhead_cpu", help="file stem of the results")
     args = ap.parse_args(argv)
     if args.pairs < 10:
         ap.error("--pairs must be >= 10")
+    if args.sessions < 1:
+        ap.error("--sessions must be >= 1")
     if any(n < 1 for n in args.threads):
         ap.error("--threads must be >= 1")
     env = environment(args.threads)
     env["command"] = "python -m manet_edge.benchmarks.ma_overhead " + " ".join(argv if argv is not None else sys.argv[1:])
     models = build_models(args.size, args.variants)
-    results, forms = measure(models, args.size, args.pairs, args.threads, args.runtimes, args.variants)
+    results, forms = measure(models, args.size, args.pairs, args.threads, args.runtimes, args.variants,
+                             args.sessions)
     prof = profile(models, args.size, args.profile_runs, args.runtimes) if args.profile_runs > 0 else None
     env["loadavg_end"] = os.getloadavg()
     text = markdown(results, env, args, prof, forms)

@@ -41,22 +41,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--models", nargs="*", default=None, help="zoo names [default: all]")
     ap.add_argument("--no-openvino", action="store_true")
-    ap.add_argument("--out", type=Path, default=None, help="folder for ma_parity.md")
+    ap.add_argument("--out", type=Path, default=None, help="folder for <name>.md")
+    ap.add_argument("--name", default="ma_parity", help="file stem of the results")
     args = ap.parse_args(argv)
     table, ok = run(args.models or list_models(), args.size, not args.no_openvino)
     import onnxruntime
     import openvino
     import torch
 
-    header = (f"# Export parity, every zoo model ({args.size}x{args.size}, batch 2, fp32)\n\n"
-              f"Command: `python -m manet_edge.benchmarks.ma_parity --size {args.size}`  \n"
+    which = ", ".join(args.models) if args.models else "every zoo model"
+    command = " ".join(["python -m manet_edge.benchmarks.ma_parity",
+                        *(argv if argv is not None else sys.argv[1:])])
+    header = (f"# Export parity, {which} ({args.size}x{args.size}, batch 2, fp32)\n\n"
+              f"Command: `{command}`  \n"
               f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, openvino {openvino.__version__}, "
               f"python {platform.python_version()}, {platform.machine()}\n\n")
     text = header + table + f"\n\nall within tolerance: {ok}\n"
     print(text)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "ma_parity.md").write_text(text)
+        (args.out / f"{args.name}.md").write_text(text)
     return 0 if ok else 1
 
 

@@ -71,18 +71,18 @@ class ExportOptions:
 
     opset: int = DEFAULT_OPSET
     ma_op: str = "fused"  # fused | inline (ignored without MA)
-    ma_body: str = "expand"
+    ma_body: str = "auto"  # auto | expand | broadcast: how MA sites broadcast their maps (rules.MA_BODIES)
     dynamic_batch: bool = True
 
     def __post_init__(self) -> None:
-        from manet_edge.export.rules import BODIES, MA_OPS
+        from manet_edge.export.rules import MA_BODIES, MA_OPS
 
         if self.opset < MIN_OPSET:
             raise BadInputError(f"opset must be >= {MIN_OPSET}, got {self.opset}")
         if self.ma_op not in MA_OPS:
             raise BadInputError(f"--ma-op must be one of {MA_OPS}, got {self.ma_op!r}")
-        if self.ma_body not in BODIES:
-            raise BadInputError(f"MA function body must be one of {BODIES}, got {self.ma_body!r}")
+        if self.ma_body not in MA_BODIES:
+            raise BadInputError(f"--ma-body must be one of {MA_BODIES}, got {self.ma_body!r}")
 
 
 @dataclass

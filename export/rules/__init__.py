@@ -8,7 +8,8 @@ The MA pipeline (:func:`fold_mask_attention`), in order:
 3. ``relu_before_mask_mul`` - ``Relu(x * m) -> Relu(x) * m`` (m >= 0), so the runtime fuses
    ``Conv [+ Add] + Relu`` as in the plain network.
 4. ``fuse_mask_mul`` - every other MA site becomes one ``manet_edge::MaskAttentionMul`` node,
-   defined by a model-local function (:mod:`~manet_edge.export.rules.functions`).
+   defined by a model-local function (:mod:`~manet_edge.export.rules.functions`); the body
+   (:data:`MA_BODIES`, default ``auto``) sets how each site broadcasts its map.
 5. ``separable_mask_pool`` - a large square mask pool (the ResNet stem's 7x7) becomes a column
    pool and a row pool.
 6. ``hoist_mask_branch`` - the mask pyramid is computed first, from the ``mask`` input alone.
@@ -30,6 +31,7 @@ from manet_edge.export.rules import (
     separable_mask_pool,
 )
 from manet_edge.export.rules.base import RewriteContext, RewriteReport, Rule, apply_rules
+from manet_edge.export.rules.fuse_mask_mul import SITE_BODIES as MA_BODIES
 from manet_edge.export.rules.functions import (
     BODIES,
     MA_DOMAIN,
@@ -42,13 +44,13 @@ from manet_edge.export.rules.functions import (
 MA_OPS = ("fused", "inline")
 
 
-def ma_rules(body: str = "expand") -> list[Rule]:
+def ma_rules(body: str = "auto") -> list[Rule]:
     """The MA rules in the order they run."""
     return [cse_mask_branch.RULE, factor_mask_mul.RULE, relu_before_mask_mul.RULE, fuse_mask_mul.make_rule(body),
             separable_mask_pool.RULE, hoist_mask_branch.RULE]
 
 
-def fold_mask_attention(model: onnx.ModelProto, *, ma_op: str = "fused", body: str = "expand",
+def fold_mask_attention(model: onnx.ModelProto, *, ma_op: str = "fused", body: str = "auto",
                         mask_input: str = "mask") -> tuple[onnx.ModelProto, RewriteReport]:
     """Apply the MA rules to ``model`` (in place) and return it, inlined when ``ma_op='inline'``."""
     if ma_op not in MA_OPS:
@@ -60,6 +62,6 @@ def fold_mask_attention(model: onnx.ModelProto, *, ma_op: str = "fused", body: s
 
 
 __all__ = [
-    "BODIES", "MA_DOMAIN", "MA_OP", "MA_OPS", "MA_SITE_OPS", "RewriteContext", "RewriteReport",
+    "BODIES", "MA_BODIES", "MA_DOMAIN", "MA_OP", "MA_OPS", "MA_SITE_OPS", "RewriteContext", "RewriteReport",
     "Rule", "apply_rules", "count_ma_nodes", "fold_mask_attention", "inline_ma", "ma_rules",
 ]

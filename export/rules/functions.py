@@ -2,7 +2,7 @@
 
 One node per MA site::
 
-    Y = manet_edge.MaskAttentionMul(X, M; channels=C)      # Y = X * M, M (N,1,h,w) over C channels
+    Y = manet_edge.MaskAttentionMul(X, M; channels=C, map_channels=K)   # Y = X * M, M (N,1,h,w)
 
 ``X`` is the feature map (N, C, h, w), ``M`` the site's map from the hoisted mask pyramid (the
 "pool" half of the multiply-pool step, shared between sites), ``channels`` the static C. The op
@@ -14,15 +14,21 @@ body and gets a frontend conversion instead (a broadcast ``Multiply``, registere
 
 Two bodies compute the same values (a per-pixel scalar times every channel):
 
-``expand`` (default)
-    ``Y = Mul(X, Conv(M, ones(C,1,1,1)))``. The 1x1 conv broadcasts the map to C channels in the
-    layout the runtime picks for convolutions, so ONNX Runtime's NCHWc pass keeps the multiply in
-    its blocked layout instead of reordering the feature map to NCHW and back around a broadcast
-    ``Mul`` (that reordering is what made the naive export slow). The weights are built from the
-    ``channels`` attribute by constant-foldable ops, so the function has no tensor inputs besides
-    X and M.
+``expand`` (the exporter's bodies ``auto`` and ``expand``)
+    ``Y = Mul(X, Conv(M, ones(map_channels,1,1,1)))``. With ``map_channels = C`` the 1x1 conv
+    broadcasts the map to the C channels in the layout the runtime picks for convolutions, so
+    ONNX Runtime's NCHWc pass keeps the multiply in its blocked layout instead of reordering the
+    feature map to NCHW and back around a broadcast ``Mul``. With ``map_channels = 1`` the conv
+    passes the one-channel map through and the multiply broadcasts it (ONNX Runtime then reorders
+    the feature map around the multiply; where that is the faster form is a measurement, see
+    :mod:`~manet_edge.export.rules.fuse_mask_mul`). The weights are built from
+    the ``map_channels`` attribute by constant-foldable ops, so the function has no tensor inputs
+    besides X and M.
 ``broadcast``
     ``Y = Mul(X, M)``, the literal definition.
+
+Every node carries ``channels`` (C, the feature map's channel count) and ``map_channels`` (1 or
+C, the width the ``expand`` body broadcasts the map to; the ``broadcast`` body ignores it).
 
 The names were checked against every ONNX operator schema (all versions) and the TensorRT ONNX
 parser's built-in importers (TensorRT matches local functions and importers by name alone); the
@@ -59,7 +65,7 @@ def build_function(opset: int, body: str = "expand") -> onnx.FunctionProto:
         nodes = [helper.make_node("Mul", ["X", "M"], ["Y"])]
     else:
         channels = helper.make_node("Constant", [], ["c"])
-        channels.attribute.append(_ref_attr("value_int", "channels", AttributeProto.INT))
+        channels.attribute.append(_ref_attr("value_int", "map_channels", AttributeProto.INT))
         nodes = [
             channels,
             helper.make_node("Constant", [], ["axes0"], value_ints=[0]),
@@ -74,9 +80,10 @@ def build_function(opset: int, body: str = "expand") -> onnx.FunctionProto:
         ]
     return helper.make_function(
         MA_DOMAIN, MA_OP, inputs=["X", "M"], outputs=["Y"], nodes=nodes,
-        opset_imports=[helper.make_opsetid("", opset)], attributes=["channels"],
+        opset_imports=[helper.make_opsetid("", opset)], attributes=["channels", "map_channels"],
         doc_string=f"Mask attention multiply: Y = X * M, M (N,1,h,w) broadcast over the C=channels "
-                   f"channels of X (N,C,h,w). Body: {body}.")
+                   f"channels of X (N,C,h,w). Body: {body} (map_channels: 1 or C, the width the expand "
+                   f"body broadcasts M to before the multiply).")
 
 
 def model_opset(model: onnx.ModelProto) -> int:
@@ -94,8 +101,12 @@ def ensure_function(model: onnx.ModelProto, body: str = "expand") -> None:
         model.opset_import.append(helper.make_opsetid(MA_DOMAIN, MA_DOMAIN_VERSION))
 
 
-def make_ma_node(x: str, m: str, y: str, channels: int, name: str) -> onnx.NodeProto:
-    return helper.make_node(MA_OP, [x, m], [y], name=name, domain=MA_DOMAIN, channels=int(channels))
+def make_ma_node(x: str, m: str, y: str, channels: int, name: str, map_channels: int | None = None) -> onnx.NodeProto:
+    """One MA site; ``map_channels`` defaults to ``channels`` (the map expanded to every channel)."""
+    k = int(channels) if map_channels is None else int(map_channels)
+    if k not in (1, int(channels)):
+        raise ManetEdgeError(f"map_channels must be 1 or channels={channels}, got {k}")
+    return helper.make_node(MA_OP, [x, m], [y], name=name, domain=MA_DOMAIN, channels=int(channels), map_channels=k)
 
 
 def count_ma_nodes(model: onnx.ModelProto) -> int:

@@ -22,6 +22,12 @@ class MaOp(str, enum.Enum):
     inline = "inline"
 
 
+class MaBody(str, enum.Enum):
+    auto = "auto"
+    expand = "expand"
+    broadcast = "broadcast"
+
+
 class Precision(str, enum.Enum):
     fp32 = "fp32"
     fp16 = "fp16"
@@ -76,6 +82,10 @@ def register(app: typer.Typer) -> None:
         ma_op: MaOp = typer.Option(MaOp.fused, "--ma-op",
                                    help="MA sites as one manet_edge::MaskAttentionMul node each (a local "
                                         "function) or the same graph inlined into standard ops."),
+        ma_body: MaBody = typer.Option(MaBody.auto, "--ma-body",
+                                       help="How each MA site broadcasts its map: auto (measured per site "
+                                            "kind, docs/export.md), expand (1x1 conv to C channels everywhere) "
+                                            "or broadcast (the literal X * M)."),
         precision: Precision = typer.Option(Precision.fp32, "--precision", "-p",
                                             help="Also write a reduced-precision classifier (fp16: both models)."),
         calib_dir: Optional[Path] = typer.Option(None, "--calib-dir", exists=True, file_okay=False,
@@ -99,14 +109,14 @@ def register(app: typer.Typer) -> None:
         try:
             _run(seg_checkpoint, seg_model, cls_checkpoint, cls_model, out, size, batch, ma_op.value,
                  precision.value, calib_dir, calib_seg, calib_limit, opset, fmt.value, verify, overwrite,
-                 calib_method.value)
+                 calib_method.value, ma_body.value)
         except ManetEdgeError as exc:
             raise _fail(exc) from exc
 
 
 def _run(seg_checkpoint, seg_model, cls_checkpoint, cls_model, out: Path, size, batch: str, ma_op: str,
          precision: str, calib_dir, calib_seg, calib_limit: int, opset: int, fmt: str, verify: bool,
-         overwrite: bool, calib_method: str = "minmax") -> None:
+         overwrite: bool, calib_method: str = "minmax", ma_body: str = "auto") -> None:
     from manet_edge.errors import BadInputError
     from manet_edge.fileutil import check_can_write
 
@@ -140,7 +150,7 @@ def _run(seg_checkpoint, seg_model, cls_checkpoint, cls_model, out: Path, size, 
 
     from manet_edge.export.onnx import ExportOptions, export_onnx, source_from_checkpoint, source_from_name
 
-    options = ExportOptions(opset=opset, ma_op=ma_op, dynamic_batch=dynamic)
+    options = ExportOptions(opset=opset, ma_op=ma_op, ma_body=ma_body, dynamic_batch=dynamic)
     written: list[Path] = []
     sources: dict[str, object] = {}
     seg_path: Path | None = None

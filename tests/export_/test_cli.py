@@ -59,3 +59,26 @@ def test_engine_jobs_pick_the_requested_precision(tmp_path):
     written = [tmp_path / n for n in ("segmenter.onnx", "classifier.onnx", "classifier.int8.onnx")]
     assert export_cmd._engine_jobs(written, "int8") == [(written[0], "fp32"), (written[2], "int8")]
     assert export_cmd._engine_jobs(written[:2], "fp32") == [(written[0], "fp32"), (written[1], "fp32")]
+
+
+@pytest.mark.parametrize("body, op_types", [("broadcast", ["Mul"]), ("expand", None)])
+def test_ma_body_option_reaches_the_graph_and_the_card(app, tmp_path, body, op_types):
+    pytest.importorskip("torch")
+    import json
+
+    import onnx
+    from onnx import helper
+
+    result = CliRunner().invoke(app, ["export", "--cls-model", "resnet18-ma", "--size", "32", "--out",
+                                      str(tmp_path), "--ma-body", body])
+    assert result.exit_code == 0, result.output
+    model = onnx.load(tmp_path / "classifier.onnx")
+    sites = [n for n in model.graph.node if n.op_type == "MaskAttentionMul"]
+    assert sites
+    for n in sites:
+        a = {x.name: helper.get_attribute_value(x) for x in n.attribute}
+        assert a["map_channels"] == (1 if body == "broadcast" else a["channels"])
+    (function,) = [f for f in model.functions if f.name == "MaskAttentionMul"]
+    assert op_types is None or [n.op_type for n in function.node] == op_types
+    card = json.loads(next(p.value for p in model.metadata_props if p.key == "manet_edge.card"))
+    assert card["extra"]["ma_body"] == body

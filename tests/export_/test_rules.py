@@ -6,11 +6,13 @@ import copy
 
 import numpy as np
 import onnx
+import pytest
 from onnx import helper, numpy_helper
 
 from manet_edge.export.rules import cse_mask_branch, fold_mask_attention, fuse_mask_mul, hoist_mask_branch
 from manet_edge.export.rules import relu_before_mask_mul, separable_mask_pool
 from manet_edge.export.rules.base import apply_rules
+from manet_edge.errors import ManetEdgeError
 from manet_edge.export.rules.functions import MA_DOMAIN, MA_OP, count_ma_nodes, inline_ma
 
 
@@ -124,13 +126,48 @@ def test_hoist_puts_the_mask_pyramid_first(tiny):
     _same(tiny, before, model)
 
 
+def _map_channels(model):
+    return [helper.get_attribute_value(next(a for a in n.attribute if a.name == "map_channels"))
+            for n in model.graph.node if n.op_type == MA_OP]
+
+
 def test_function_bodies_agree(tiny):
     outs = {}
-    for body in ("expand", "broadcast"):
+    for body in ("auto", "expand", "broadcast"):
         model = _ma_block(tiny)
         folded, _ = fold_mask_attention(model, body=body)
+        onnx.checker.check_model(folded, full_check=True)
         outs[body] = tiny.run(folded)[0]
-    np.testing.assert_allclose(outs["expand"], outs["broadcast"], atol=1e-6)
+        outs[body + " inline"] = tiny.run(inline_ma(folded))[0]
+    for key, out in outs.items():
+        np.testing.assert_allclose(out, outs["broadcast"], atol=1e-6, err_msg=key)
+
+
+def _bottleneck_site(t):
+    """image -> conv(3x3) * P(mask) -> relu -> conv(1x1): the product read only by a pointwise conv."""
+    nodes = [t.conv("image", "c1", "conv1"), t.pool("mask", "m1", name="pool1"),
+             helper.make_node("Mul", ["c1", "m1"], ["x1"], name="mul1"), helper.make_node("Relu", ["x1"], ["r1"]),
+             t.conv("r1", "y", "conv2", k=1, p=0)]
+    return t.make(nodes, t.conv_init("conv1", t.C, 1, 3, 0) + t.conv_init("conv2", t.C, t.C, 1, 1))
+
+
+def test_auto_body_broadcasts_only_sites_read_by_pointwise_convs(tiny, monkeypatch):
+    """``auto``: map_channels = 1 where only 1x1 convs read the product (ResNet bottleneck) of a large
+    enough map, C elsewhere."""
+    model = _bottleneck_site(tiny)
+    assert _map_channels(fold_mask_attention(copy.deepcopy(model), body="auto")[0]) == [tiny.C]  # tiny map
+    monkeypatch.setattr(fuse_mask_mul, "BROADCAST_MIN_ELEMENTS", 1)
+    assert _map_channels(fold_mask_attention(_ma_block(tiny), body="auto")[0]) == [tiny.C, tiny.C]
+    assert _map_channels(fold_mask_attention(_ma_block(tiny), body="expand")[0]) == [tiny.C, tiny.C]
+    before = copy.deepcopy(model)
+    for body, want in (("auto", [1]), ("expand", [tiny.C]), ("broadcast", [1])):
+        folded, _ = fold_mask_attention(copy.deepcopy(model), body=body)
+        assert _map_channels(folded) == want, body
+        onnx.checker.check_model(folded, full_check=True)
+        _same(tiny, before, folded)
+        _same(tiny, before, inline_ma(folded))
+    with pytest.raises(ManetEdgeError):
+        fuse_mask_mul.make_rule("pool")
 
 
 def test_full_pipeline_and_inline(tiny):
@@ -157,7 +194,6 @@ def test_op_name_collides_with_no_onnx_op():
 
 
 def test_openvino_runs_the_fused_form(tiny):
-    import pytest
 
     pytest.importorskip("openvino")
     from manet_edge.export.verify import run_openvino
@@ -185,7 +221,7 @@ def test_onnxruntime_runs_the_fused_form_as_the_inlined_one(tiny, tmp_path, ort_
     With the NCHWc layout (x86 MLAS), the expand body keeps the multiply in the blocked layout: no
     ReorderInput/ReorderOutput besides the one the plain network needs at its output.
     """
-    fused, _ = fold_mask_attention(_ma_block(tiny), ma_op="fused")
+    fused, _ = fold_mask_attention(_ma_block(tiny), ma_op="fused", body="expand")
     inline = inline_ma(fused)
     ops_fused = _kernel_counts(ort_optimized(fused, tmp_path, "fused"))
     assert ops_fused == _kernel_counts(ort_optimized(inline, tmp_path, "inline"))
@@ -194,6 +230,16 @@ def test_onnxruntime_runs_the_fused_form_as_the_inlined_one(tiny, tmp_path, ort_
         reorders = sum(c for (d, op, _), c in ops_fused.items() if op.startswith("Reorder"))
         assert reorders == 1  # the graph output leaves the blocked layout once
         assert ops_fused[("com.microsoft.nchwc", "Conv", "Relu")] == 2  # Conv+Relu fused before the multiply
+
+
+def test_onnxruntime_runs_the_auto_body_fused_as_inlined(tiny, tmp_path, ort_optimized, monkeypatch):
+    """A site whose map is broadcast (map_channels = 1): fused and inlined optimize alike."""
+    monkeypatch.setattr(fuse_mask_mul, "BROADCAST_MIN_ELEMENTS", 1)
+    fused, _ = fold_mask_attention(_bottleneck_site(tiny), ma_op="fused")
+    assert _map_channels(fused) == [1]
+    ops_fused = _kernel_counts(ort_optimized(fused, tmp_path, "fused"))
+    assert ops_fused == _kernel_counts(ort_optimized(inline_ma(fused), tmp_path, "inline"))
+    assert not any(op == MA_OP for _, op, _ in ops_fused)
 
 
 def _stem_site(t, *, k=7, s=2, p=3, include_pad=1, on_mask=True):
