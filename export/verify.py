@@ -14,6 +14,8 @@ before reading a fused model, as the OpenVINO runner does.
 
 from __future__ import annotations
 
+import copy
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -186,13 +188,12 @@ def openvino_compile(model: onnx.ModelProto | str | Path, threads: int | None = 
     """Compile for the CPU in f32 (``INFERENCE_PRECISION_HINT`` set explicitly)."""
     import openvino as ov
 
-    from manet_edge.runtime.openvino import register_extensions
+    from manet_edge.runtime.openvino import pool_maps_as_channels, register_extensions
 
     core = register_extensions(ov.Core())
-    if isinstance(model, onnx.ModelProto):
-        ov_model = core.read_model(model.SerializeToString(), b"")
-    else:
-        ov_model = core.read_model(str(model))
+    model = copy.deepcopy(model) if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+    pool_maps_as_channels(model)  # as the OpenVINO runner reads models
+    ov_model = core.read_model(model.SerializeToString(), b"")
     config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": hint}
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
