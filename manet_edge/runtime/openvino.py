@@ -97,7 +97,7 @@ def _attr(node: Any, name: str, default: Any = None) -> Any:
     return default
 
 
-def pool_maps_as_channels(model: Any, min_pixels: int = POOL_AS_CHANNELS_MIN) -> int:
+def pool_maps_as_channels(model: Any, min_pixels: int | None = None) -> int:
     """Rewrite qualifying one-channel ``AveragePool`` nodes of an ONNX ``model`` in place; returns how many.
 
     A node qualifies when its input is (N, 1, H, W) with static H*W >= ``min_pixels``, it counts
@@ -105,12 +105,13 @@ def pool_maps_as_channels(model: Any, min_pixels: int = POOL_AS_CHANNELS_MIN) ->
     ``ceil_mode``/``auto_pad``/dilations. Then ``P(x; kh x kw, sh x sw, pads)`` becomes
     Reshape (N,H,1,W) -> AveragePool (1,kw) -> Transpose (N,W',H,1) -> AveragePool (kh,1) ->
     Transpose (N,1,H',W'): with the padding counted, the kh x kw mean is the mean over kh of the
-    means over kw.
+    means over kw. ``min_pixels`` defaults to :data:`POOL_AS_CHANNELS_MIN`.
     """
     import numpy as np
     import onnx
     from onnx import helper, numpy_helper
 
+    min_pixels = POOL_AS_CHANNELS_MIN if min_pixels is None else min_pixels
     graph = model.graph
     candidates = [n for n in graph.node if n.op_type == "AveragePool" and n.domain in ("", "ai.onnx")
                   and _attr(n, "count_include_pad", 0) == 1 and not _attr(n, "ceil_mode", 0)

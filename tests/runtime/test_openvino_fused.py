@@ -85,8 +85,13 @@ def _feed(batch: int = 2) -> dict[str, np.ndarray]:
     return {"image": rng.uniform(-1, 1, (batch, 1, S, S)).astype(np.float32), "mask": mask}
 
 
-@pytest.mark.parametrize("ma_op", ["fused", "inline"])
-def test_openvino_runs_exported_ma_classifier_like_onnxruntime(tmp_path, ma_op):
+@pytest.mark.parametrize("ma_op, rewrite_pools", [("fused", False), ("inline", False), ("fused", True)])
+def test_openvino_runs_exported_ma_classifier_like_onnxruntime(tmp_path, ma_op, rewrite_pools, monkeypatch):
+    import manet_edge.runtime.openvino as ov_runtime
+
+    if rewrite_pools:  # the runner's one-channel pool rewrite, here on the tiny model's 16 x 16 maps
+        monkeypatch.setattr(ov_runtime, "POOL_AS_CHANNELS_MIN", 1)
+        assert ov_runtime.pool_maps_as_channels(onnx.load(str(_classifier(tmp_path / "c.onnx", ma_op=ma_op)))) > 0
     path = _classifier(tmp_path / f"{ma_op}.onnx", ma_op=ma_op)
     functions = {(f.domain, f.name) for f in onnx.load(str(path)).functions}
     assert functions == ({(MA_DOMAIN, MA_OP)} if ma_op == "fused" else set())
