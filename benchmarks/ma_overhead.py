@@ -168,17 +168,13 @@ def _ort_runner(model, threads: int) -> Callable[[dict], Any]:
 def _ov_compile(model, threads: int, perf_count: bool = False):
     import openvino as ov
 
-    import copy
-
-    from manet_edge.runtime.openvino import pool_maps_as_channels, register_extensions
+    from manet_edge.runtime.openvino import read_onnx, register_extensions
 
     core = register_extensions(ov.Core())
     config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
     if perf_count:
         config["PERF_COUNT"] = True
-    model = copy.deepcopy(model)
-    pool_maps_as_channels(model)  # what the OpenVINO runner does when it reads an ONNX file
-    compiled = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU", config)
+    compiled = core.compile_model(read_onnx(core, model), "CPU", config)  # as the OpenVINO runner reads it
     names = {p.get_any_name() for p in compiled.inputs}  # OpenVINO may drop an unused input
     return compiled, names
 

@@ -14,8 +14,6 @@ before reading a fused model, as the OpenVINO runner does.
 
 from __future__ import annotations
 
-import copy
-
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -188,12 +186,10 @@ def openvino_compile(model: onnx.ModelProto | str | Path, threads: int | None = 
     """Compile for the CPU in f32 (``INFERENCE_PRECISION_HINT`` set explicitly)."""
     import openvino as ov
 
-    from manet_edge.runtime.openvino import pool_maps_as_channels, register_extensions
+    from manet_edge.runtime.openvino import read_onnx, register_extensions
 
     core = register_extensions(ov.Core())
-    model = copy.deepcopy(model) if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
-    pool_maps_as_channels(model)  # as the OpenVINO runner reads models
-    ov_model = core.read_model(model.SerializeToString(), b"")
+    ov_model = read_onnx(core, model)  # as the OpenVINO runner reads models
     config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": hint}
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)

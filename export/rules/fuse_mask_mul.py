@@ -13,11 +13,11 @@ function (:mod:`manet_edge.export.rules.functions`) and the ``manet_edge`` domai
   map expanded by a 1x1 conv) everywhere else: the ResNet stem, basic blocks, VGG, and small maps.
   This is a measured heuristic for ONNX Runtime's CPU provider (``benchmarks/results/``
   ``ma_overhead_cpu.md``, docs/export.md "Where MA's time goes"), MA over plain, same runs:
-  resnet50-ma at 512 px 2.3 % with ``auto`` vs 3.5 % with ``K = C`` everywhere (run 7; in exploratory
-  runs, hand-built graphs broadcasting at 13-16 bottleneck sites 1.8-3.6 % vs 2.6-5.2 %, lower in
-  each run); at 224 px
-  (every bottleneck map under 1 MiB, so ``auto`` = ``expand``) 1.9 % with ``K = C`` vs 2.7 % with
-  ``K = 1``; resnet18-ma at 192 px (no bottlenecks) 5.0 % with ``K = C`` vs 5.9 % broadcast.
+  resnet50-ma at 512 px 2.3 % with ``auto`` vs 3.5 % with ``K = C`` everywhere (run 7; in
+  exploratory runs, hand-built graphs broadcasting at 13-16 bottleneck sites 1.8-3.6 % vs
+  2.6-5.2 %, lower in each run); at 224 px (every bottleneck map under 1 MiB, so ``auto`` =
+  ``expand``) 1.9 % with ``K = C`` vs 2.7 % with ``K = 1``; resnet18-ma at 192 px (no
+  bottlenecks) 5.0 % with ``K = C`` vs 5.9 % broadcast.
 * ``expand``: ``K = C`` at every site.
 * ``broadcast``: the literal ``Mul(X, M)`` body (``K = 1``).
 """
@@ -25,6 +25,8 @@ function (:mod:`manet_edge.export.rules.functions`) and the ``manet_edge`` domai
 from __future__ import annotations
 
 from typing import Iterator
+
+import numpy as np
 
 from manet_edge.errors import ManetEdgeError
 from manet_edge.export.rules.base import Match, RewriteContext, Rule, attrs, replace_node
@@ -65,12 +67,10 @@ def _is_pointwise_conv(ctx: RewriteContext, node) -> bool:
 
 
 def _elements(dims) -> int:
-    n = 1
-    for d in (dims or [])[1:]:
-        if not isinstance(d, int) or d <= 0:
-            return 0
-        n *= d
-    return n if dims else 0
+    """C*h*w of a (N, C, h, w) shape; 0 when a dim is unknown."""
+    if not dims or not all(isinstance(d, int) and d > 0 for d in dims[1:]):
+        return 0
+    return int(np.prod(dims[1:]))
 
 
 def map_channels(body: str, ctx: RewriteContext, x: str, y: str, channels: int) -> int:

@@ -154,14 +154,20 @@ def pool_maps_as_channels(model: Any, min_pixels: int | None = None) -> int:
     return len(replaced)
 
 
-def read_onnx(core: Any, path: str | Path) -> Any:
-    """``core.read_model`` for an ONNX file, with :func:`pool_maps_as_channels` applied first."""
+def read_onnx(core: Any, model: Any) -> Any:
+    """``core.read_model`` for an ONNX file or ``ModelProto``, with :func:`pool_maps_as_channels`
+    applied first (to a copy: the caller's model is not changed)."""
     import onnx
 
-    model = onnx.load(str(path))
-    if pool_maps_as_channels(model) == 0:
-        return core.read_model(str(path))
-    return core.read_model(model.SerializeToString(), b"")
+    in_memory = isinstance(model, onnx.ModelProto)
+    if in_memory:
+        proto = onnx.ModelProto()
+        proto.CopyFrom(model)
+    else:
+        proto = onnx.load(str(model))
+    if pool_maps_as_channels(proto) == 0 and not in_memory:
+        return core.read_model(str(model))  # unchanged: let OpenVINO read the file itself
+    return core.read_model(proto.SerializeToString(), b"")
 
 
 def register_extensions(core: Any) -> Any:
