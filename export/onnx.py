@@ -59,6 +59,9 @@ class Source:
     mask_threshold: float = 0.5
     checkpoint_sha256: str = ""
     checkpoint_path: str = ""
+    normalisation: str = ""  # "" = the kind's default (metadata.NORMALISATIONS)
+    temperature: float = 1.0  # softmax temperature fitted on validation (classifiers)
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     @property
     def mask_attention(self) -> bool:
@@ -111,8 +114,11 @@ def source_from_checkpoint(path: str | Path, *, size: int | None = None) -> Sour
                       postprocess=post, mask_threshold=float(post.get("threshold", 0.5)),
                       checkpoint_sha256=sha, checkpoint_path=str(path))
     classes = tuple(ckpt.get("classes") or cfg.classes)
+    cal = dict(ckpt.get("calibration") or {})
     return Source("cls", model, cfg.name, size or cfg.image_size, cfg.in_channels, classes=classes,
-                  checkpoint_sha256=sha, checkpoint_path=str(path))
+                  checkpoint_sha256=sha, checkpoint_path=str(path),
+                  normalisation=str(ckpt.get("normalisation") or ""), temperature=float(cal.get("temperature", 1.0)),
+                  calibration=cal)
 
 
 def source_from_name(kind: str, name: str, *, size: int, in_channels: int = 1, seed: int = 0) -> Source:
@@ -248,7 +254,8 @@ def make_card(src: Source, *, precision: str, ma_op: str, opset: int, extra: dic
         classes=src.classes, mask_threshold=src.mask_threshold, postprocess=dict(src.postprocess),
         mask_attention=src.mask_attention, precision=precision, ma_op=ma_op if src.mask_attention else "none",
         opset=opset, exporter_version=__version__, source_checkpoint_sha256=src.checkpoint_sha256,
-        extra=dict(extra or {}))
+        normalisation=src.normalisation, temperature=src.temperature,
+        extra={**({"calibration": src.calibration} if src.calibration else {}), **dict(extra or {})})
 
 
 def set_card(model: onnx.ModelProto, card: ModelCard) -> None:

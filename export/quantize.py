@@ -176,7 +176,8 @@ class Segmenter:
         self.post = from_dict(PostprocessConfig, known)
         self.session = ort_session(seg_onnx, threads)
 
-    def cls_inputs(self, image: np.ndarray, cls_size: int) -> tuple[np.ndarray, np.ndarray]:
+    def cls_inputs(self, image: np.ndarray, cls_size: int,
+                   normalisation: str = "segmented_minmax_pm1") -> tuple[np.ndarray, np.ndarray]:
         """(segmented (1,S,S) in [-1,1], mask (1,S,S) in {0,1}) for one 2-D image."""
         from manet_edge.postprocess import clean_mask
         from manet_edge.preprocess import cls_input, seg_input
@@ -185,17 +186,17 @@ class Segmenter:
         logits = self.session.run(None, {"image": x})[0][0, 0]
         prob = 1.0 / (1.0 + np.exp(-logits))
         mask = clean_mask(prob, self.post)
-        return cls_input(image, mask, cls_size)
+        return cls_input(image, mask, cls_size, normalisation)
 
 
 def segmented_inputs(images: Iterable[Path], seg_onnx: str | Path, cls_size: int,
-                     channels: int = 1) -> Iterator[dict[str, np.ndarray]]:
+                     channels: int = 1, normalisation: str = "segmented_minmax_pm1") -> Iterator[dict[str, np.ndarray]]:
     """Feeds ``{"image": (1,C,S,S), "mask": (1,1,S,S)}`` for each image, segmented by ``seg_onnx``."""
     from manet_edge.io import load_image
 
     seg = Segmenter(seg_onnx)
     for path in images:
-        segmented, mask = seg.cls_inputs(load_image(path), cls_size)
+        segmented, mask = seg.cls_inputs(load_image(path), cls_size, normalisation)
         image = np.repeat(segmented[None], channels, axis=1) if channels > 1 else segmented[None]
         yield {"image": image.astype(np.float32), "mask": mask[None].astype(np.float32)}
 
@@ -204,9 +205,9 @@ class XrayCalibrationReader:
     """onnxruntime ``CalibrationDataReader`` over real X-rays segmented by the stage-1 ONNX."""
 
     def __init__(self, calib_dir: str | Path, seg_onnx: str | Path, cls_size: int, *, channels: int = 1,
-                 limit: int = 64, seed: int = 0):
+                 limit: int = 64, seed: int = 0, normalisation: str = "segmented_minmax_pm1"):
         self.images = list_images(calib_dir, limit, seed)
-        self._feeds = list(segmented_inputs(self.images, seg_onnx, cls_size, channels))
+        self._feeds = list(segmented_inputs(self.images, seg_onnx, cls_size, channels, normalisation))
         self._it = iter(self._feeds)
 
     def __len__(self) -> int:
@@ -318,9 +319,10 @@ def _images_sha(paths: list[Path]) -> str:
 
 
 def make_reader(calib_dir: str | Path, seg_onnx: str | Path, cls_size: int, *, channels: int = 1,
-                limit: int = 64, seed: int = 0):
+                limit: int = 64, seed: int = 0, normalisation: str = "segmented_minmax_pm1"):
     """The calibration reader (a ``CalibrationDataReader``) for :func:`quantize_int8`."""
-    return _reader_class()(calib_dir, seg_onnx, cls_size, channels=channels, limit=limit, seed=seed)
+    return _reader_class()(calib_dir, seg_onnx, cls_size, channels=channels, limit=limit, seed=seed,
+                           normalisation=normalisation)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -365,7 +367,8 @@ def compare_precisions(models: dict[str, str | Path], seg_onnx: str | Path, item
         raise BadInputError("compare_precisions needs the fp32 model as the reference (key 'fp32')")
     card = read_onnx_card(str(models["fp32"]))
     labels = np.array([classes.index(lbl) for _, lbl in items])
-    feeds = list(segmented_inputs([Path(p) for p, _ in items], seg_onnx, card.input_size, card.in_channels))
+    feeds = list(segmented_inputs([Path(p) for p, _ in items], seg_onnx, card.input_size, card.in_channels,
+                                  card.normalisation))
     from manet_edge.pipeline import softmax
 
     probs: dict[str, np.ndarray] = {}

@@ -8,13 +8,17 @@ Layout (that of ``shared/data``; bring your own data in the same shape)::
     ROOT/manifest.csv             optional: path,label,patient_id,... (paths relative to ROOT)
 
 Any format :func:`manet_edge.io.load_image` reads is accepted. ``<name>`` may start with a source
-tag (``ieee_``, ``quex_``, ``shenzhen_``, ``kermany_``), used to report metrics per source.
+tag (``ieee_``, ``quex_``, ``shenzhen_``, ``kermany_``; version 2 of the development data adds
+``cxrdb_``, ``tbx11k_``, ``montgomery_``), used to report metrics per source and to hold sources
+out (:func:`parse_source_spec`).
 Without a manifest every image is its own patient.
 
 Splits are made once, saved as JSON and reused by every later stage: train/val/test lists of
 paths relative to ROOT. Images of one patient always land in one split (a patient with images in
 two classes too), and each class is split 8:1:1 on its own (stratified by the patient's first
-label).
+label). :func:`make_joint_splits` (splits v2, ``splits/*.json``) makes the cls and seg splits in one
+pass, so a patient's films share one split across both tasks; version-1 split files
+(``splits/v1/``) stay readable by :func:`load_splits`.
 """
 
 from __future__ import annotations
@@ -141,8 +145,57 @@ def make_splits(items: list[Item], seed: int = 0, ratios: tuple[float, float, fl
     return {s: sorted(v) for s, v in out.items()}
 
 
-def save_splits(splits: dict[str, list[str]], path: str | Path, *, root: str | Path, task: str, seed: int) -> None:
-    data = {"task": task, "seed": seed, "root": str(root), **splits,
+def _group_key(it: Item) -> str:
+    """Patient id, else the file name: seg images are byte copies of cls images of the same name."""
+    return it.patient_id or f"name:{Path(it.path).name}"
+
+
+def make_joint_splits(cls_items: list[Item], seg_items: list[Item], seed: int = 0,
+                      ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Splits v2: one seeded, patient-disjoint 8:1:1 assignment shared by both tasks.
+
+    A patient (or, without a patient id, a file name) lands in one split for classification *and*
+    segmentation, so a classifier test film is never a segmenter training film. Groups are
+    stratified by (class, source) of their first classification image (seg-only groups by their
+    own label and source), so every source is split 8:1:1 and can be reported on its own.
+    Returns ``(cls_splits, seg_splits)``.
+    """
+    if len(ratios) != 3 or abs(sum(ratios) - 1.0) > 1e-6 or min(ratios) < 0:
+        raise ManetEdgeError(f"split ratios must be three non-negative numbers summing to 1, got {ratios}")
+    groups: dict[str, list[Item]] = defaultdict(list)
+    seg_groups: dict[str, list[Item]] = defaultdict(list)
+    for it in cls_items:
+        groups[_group_key(it)].append(it)
+    for it in seg_items:
+        seg_groups[_group_key(it)].append(it)
+    strata: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    for gid in sorted(set(groups) | set(seg_groups)):
+        first = groups[gid][0] if gid in groups else seg_groups[gid][0]
+        strata[("cls" if gid in groups else "seg", first.label, first.source)].append(gid)
+    rng = random.Random(seed)
+    where: dict[str, str] = {}
+    for key in sorted(strata):
+        gids = strata[key]
+        rng.shuffle(gids)
+        size = {g: len(groups.get(g, [])) or len(seg_groups[g]) for g in gids}
+        n_img = sum(size.values())
+        targets = [ratios[0] * n_img, (ratios[0] + ratios[1]) * n_img]
+        seen = 0
+        for gid in gids:
+            where[gid] = "train" if seen < targets[0] else "val" if seen < targets[1] else "test"
+            seen += size[gid]
+    cls_out: dict[str, list[str]] = {s: [] for s in SPLITS}
+    seg_out: dict[str, list[str]] = {s: [] for s in SPLITS}
+    for gid, its in groups.items():
+        cls_out[where[gid]].extend(it.path for it in its)
+    for gid, its in seg_groups.items():
+        seg_out[where[gid]].extend(it.path for it in its)
+    return {s: sorted(v) for s, v in cls_out.items()}, {s: sorted(v) for s, v in seg_out.items()}
+
+
+def save_splits(splits: dict[str, list[str]], path: str | Path, *, root: str | Path, task: str, seed: int,
+                version: int = 1) -> None:
+    data = {"task": task, "seed": seed, "root": str(root), "version": version, **splits,
             "sha256": hashlib.sha256(json.dumps(splits, sort_keys=True).encode()).hexdigest()}
     atomic_write_text(Path(path), json.dumps(data, indent=1) + "\n")
 
@@ -177,3 +230,23 @@ def get_splits(items: list[Item], path: str | Path, *, root: str | Path, task: s
 def select(items: list[Item], paths: list[str]) -> list[Item]:
     by_path = {it.path: it for it in items}
     return [by_path[p] for p in paths]
+
+
+def parse_source_spec(spec: str) -> list[tuple[str, str]]:
+    """``"normal:cxrdb,tb:shenzhen+montgomery"`` -> [("normal", "cxrdb"), ("tb", "shenzhen"), ("tb", "montgomery")].
+
+    ``CLASS:SOURCE`` names one source of one class; ``*:SOURCE`` a source in every class.
+    """
+    out: list[tuple[str, str]] = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        if ":" not in part:
+            raise ManetEdgeError(f"source spec {part!r}: expected CLASS:SOURCE (e.g. normal:cxrdb or *:ieee)")
+        label, sources = part.split(":", 1)
+        if label != "*" and label not in CLASSES:
+            raise ManetEdgeError(f"source spec {part!r}: unknown class {label!r}; choose one of {list(CLASSES)} or *")
+        out.extend((label, src) for src in filter(None, sources.split("+")))
+    return out
+
+
+def matches_source(item: Item, spec: list[tuple[str, str]]) -> bool:
+    return any(src == item.source and label in ("*", item.label) for label, src in spec)

@@ -18,6 +18,8 @@ from manet_edge.errors import ModelError
 CARD_KEY = "manet_edge.card"
 KINDS = ("seg", "cls")
 NORMALISATIONS = {"seg": "minmax01", "cls": "segmented_minmax_pm1"}
+CLS_NORMALISATIONS = ("segmented_minmax_pm1", "lung_equalize")
+"""Stage-2 input normalisations a card may name (implemented by ``preprocess.normalise_segmented``)."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class ModelCard:
     opset: int = 17
     exporter_version: str = __version__
     source_checkpoint_sha256: str = ""
+    temperature: float = 1.0
+    """Classifiers: softmax(logits / temperature); fitted on validation (temperature scaling), 1 = none."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -43,6 +47,12 @@ class ModelCard:
             raise ModelError(f"model card: kind must be one of {KINDS}, got {self.kind!r}")
         if not self.normalisation:
             object.__setattr__(self, "normalisation", NORMALISATIONS[self.kind])
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) or not (
+                0.0 < float(self.temperature) < 1e3):
+            raise ModelError(f"model card: temperature must be a positive number, got {self.temperature!r}")
+        if self.kind == "cls" and self.normalisation not in CLS_NORMALISATIONS:
+            raise ModelError(f"model card: unknown classifier normalisation {self.normalisation!r}; "
+                             f"this version knows {list(CLS_NORMALISATIONS)}")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

@@ -40,16 +40,26 @@ def register(app: typer.Typer) -> None:
         segmenter: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
                                                  help="Override the segmenter recorded in the checkpoint."),
         cache: Path = typer.Option(Path("runs/cache"), help="Segmented-image cache folder."),
+        sources: str = typer.Option("", help=(
+            "Evaluate on every image of these sources, whatever its split (CLASS:SOURCE[+SOURCE][,...]): "
+            "the test of a run trained with --exclude-sources.")),
+        reliability: Optional[Path] = typer.Option(None, help="Write a reliability diagram (PNG) per checkpoint; "
+                                                             "with several checkpoints, the seed is added to the name."),
         json_out: Optional[Path] = typer.Option(None, "--json", help="Also write all reports as JSON."),
     ) -> None:
         """Accuracy, per-class precision/recall/F1 (Table 4), confusion matrix (Table 5), runs and mean (Table 2)."""
         from manet_edge.fileutil import atomic_write_text
-        from manet_edge.train.evaluate import aggregate_runs, cls_tables, eval_classifier, runs_table
+        from manet_edge.train.evaluate import aggregate_runs, cls_tables, eval_classifier, reliability_png, runs_table
 
-        reports = [eval_classifier(c, data, splits, split, cache_dir=cache, segmenter=segmenter) for c in checkpoints]
-        for r in reports:
+        reports = [eval_classifier(c, data, splits, split, cache_dir=cache, segmenter=segmenter, sources=sources)
+                   for c in checkpoints]
+        for i, r in enumerate(reports):
             typer.echo(f"\n## {r['model']} seed {r['seed']} ({r['checkpoint']})\n")
             typer.echo(cls_tables(r))
+            if reliability is not None:
+                png = reliability if len(reports) == 1 else reliability.with_name(f"{reliability.stem}_{i}{reliability.suffix}")
+                reliability_png(r, png)
+                typer.echo(f"reliability diagram: {png}")
         agg = aggregate_runs(reports)
         typer.echo("\n" + runs_table(agg))
         if json_out:

@@ -221,7 +221,8 @@ def _write_int8(fp32_path: Path, seg_path: Path | None, calib_dir: Path, limit: 
     if warn_random:
         typer.echo("warning: calibrating with a random-weight segmenter; masks will not look like lungs", err=True)
     card = read_onnx_card(str(fp32_path))
-    reader = make_reader(calib_dir, seg_path, card.input_size, channels=card.in_channels, limit=limit)
+    reader = make_reader(calib_dir, seg_path, card.input_size, channels=card.in_channels, limit=limit,
+                         normalisation=card.normalisation)
     typer.echo(f"calibrating int8 ({method}) on {len(reader)} X-rays from {calib_dir} ...")
     path = quantize_int8(fp32_path, fp32_path.with_name(fp32_path.stem + ".int8.onnx"), reader,
                          calibrate_method={"percentile": "Percentile", "minmax": "MinMax", "entropy": "Entropy"}[method])

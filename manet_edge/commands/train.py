@@ -11,6 +11,10 @@ from typing import Optional
 
 import typer
 
+from manet_edge.preprocess import CLS_NORMALISATIONS
+
+AUGMENT_RECIPES = ("paper", "robust")  # manet_edge.train.augment.AUGMENTS (that module needs torch)
+
 
 class SegPreset(str, Enum):
     cpu = "cpu"
@@ -21,6 +25,20 @@ class Optimizer(str, Enum):
     sgd = "sgd"
     adam = "adam"
     adamw = "adamw"
+
+
+class Amp(str, Enum):
+    auto = "auto"
+    bf16 = "bf16"
+    off = "off"
+
+
+AMP_HELP = ("Mixed precision: bf16 autocast + channels_last (bf16), fp32 (off), or auto: bf16 only where the CPU "
+            "has AMX or AVX-512 BF16 (or on CUDA).")
+
+
+Norm = Enum("Norm", {n: n for n in CLS_NORMALISATIONS}, type=str)
+Augment = Enum("Augment", {n: n for n in AUGMENT_RECIPES}, type=str)
 
 
 class Balance(str, Enum):
@@ -49,7 +67,9 @@ def register(app: typer.Typer) -> None:
         max_steps: int = typer.Option(0, help="Cap on steps per epoch (0 = full epochs); for smoke runs."),
         resume: bool = typer.Option(False, help="Continue from OUT/last.pt."),
         init: Optional[Path] = typer.Option(None, "--init", exists=True, dir_okay=False,
-                                            help="Start from this segmenter checkpoint's weights (fine-tuning, e.g. at a new size)."),
+                                            help="Start from this segmenter's weights (fine-tuning): a checkpoint (.pt), or an "
+                                                 "exported segmenter (.onnx, e.g. the bundled one; its BatchNorm statistics stay fixed)."),
+        amp: Amp = typer.Option(Amp.auto, help=AMP_HELP),
         device: str = typer.Option("auto", help="auto, cpu or cuda."),
     ) -> None:
         """Train the UNet lung segmenter (Dice loss, Adam; paper augmentation)."""
@@ -60,10 +80,19 @@ def register(app: typer.Typer) -> None:
         from manet_edge.train.seg import train_segmenter
 
         cfg = make_preset(f"seg-{preset.value}", epochs=epochs, batch_size=batch_size, lr=lr, image_size=size,
-                          seed=seed, workers=workers, max_steps_per_epoch=max_steps)
+                          seed=seed, workers=workers, max_steps_per_epoch=max_steps, amp=amp.value)
         model_cfg = PAPER_SEG if preset == SegPreset.paper else SegModelConfig()
         model = None
-        if init is not None:
+        postprocess = None
+        if init is not None and init.suffix.lower() == ".onnx":
+            from manet_edge.train.from_onnx import segmenter_from_onnx
+
+            model, model_cfg, postprocess = segmenter_from_onnx(init)
+            model.train()
+            cfg = make_preset(f"seg-{preset.value}", epochs=epochs, batch_size=batch_size, lr=lr,
+                              image_size=size or model_cfg.image_size, seed=seed, workers=workers,
+                              max_steps_per_epoch=max_steps, amp=amp.value, freeze_bn=True)
+        elif init is not None:
             import dataclasses
 
             from manet_edge.train.checkpoint import build_model_from_checkpoint, load_checkpoint, model_config_of
@@ -73,7 +102,8 @@ def register(app: typer.Typer) -> None:
             model = build_model_from_checkpoint(start).train()
         info = init_distributed(device)
         try:
-            best = train_segmenter(data, out, cfg, model_cfg, info, splits_path=splits, resume=resume, model=model)
+            kwargs = {"postprocess": postprocess} if postprocess is not None else {}
+            best = train_segmenter(data, out, cfg, model_cfg, info, splits_path=splits, resume=resume, model=model, **kwargs)
         finally:
             shutdown(info)
         if info.is_main:
@@ -96,12 +126,23 @@ def register(app: typer.Typer) -> None:
                                                      help="Override the preset's weight decay (L2 for sgd/adam, decoupled for adamw)."),
         label_smoothing: Optional[float] = typer.Option(None, min=0.0, max=0.5,
                                                         help="Cross-entropy label smoothing (0 = none, the presets' value)."),
-        epochs: Optional[int] = typer.Option(None),
-        batch_size: Optional[int] = typer.Option(None),
-        lr: Optional[float] = typer.Option(None),
-        size: Optional[int] = typer.Option(None),
+        normalisation: Norm = typer.Option(Norm.segmented_minmax_pm1, help=(
+            "Classifier input normalisation, recorded in the model card and applied by every runtime: "
+            "segmented_minmax_pm1 (the paper's min-max of the segmented image) or lung_equalize "
+            "(histogram equalisation computed inside the lung mask).")),
+        augment: Augment = typer.Option(Augment.paper, help=(
+            "paper: shift, scale, rotation, brightness, contrast; robust: also gamma, blur, down-up scaling, "
+            "noise and JPEG re-encoding (what differs between hospitals).")),
+        exclude_sources: str = typer.Option("", help=(
+            "Leave sources out of training and validation, as CLASS:SOURCE[+SOURCE][,...] "
+            "(e.g. normal:cxrdb or tb:shenzhen+montgomery): a leave-one-source-out run.")),
+        amp: Amp = typer.Option(Amp.auto, help=AMP_HELP),
+        epochs: Optional[int] = typer.Option(None, help="Override the preset's epochs."),
+        batch_size: Optional[int] = typer.Option(None, help="Override the preset's batch size (per process)."),
+        lr: Optional[float] = typer.Option(None, help="Override the preset's learning rate."),
+        size: Optional[int] = typer.Option(None, help="Override the preset's input size (pixels, square)."),
         seed: int = typer.Option(0, help="Random seed (the paper averages three seeds)."),
-        workers: int = typer.Option(0),
+        workers: int = typer.Option(0, help="DataLoader worker processes (0: augment in the training process)."),
         max_steps: int = typer.Option(0, help="Cap on steps per epoch (0 = full epochs); for smoke runs."),
         resume: bool = typer.Option(False, help="Continue from OUT/last.pt."),
         device: str = typer.Option("auto", help="auto, cpu or cuda."),
@@ -114,7 +155,12 @@ def register(app: typer.Typer) -> None:
         cfg = make_preset(f"cls-{preset.value}", epochs=epochs, batch_size=batch_size, lr=lr, image_size=size,
                           seed=seed, workers=workers, max_steps_per_epoch=max_steps,
                           balance=balance.value if balance else None, optimizer=optimizer.value if optimizer else None,
-                          label_smoothing=label_smoothing, weight_decay=weight_decay)
+                          label_smoothing=label_smoothing, weight_decay=weight_decay, amp=amp.value,
+                          normalisation=normalisation.value, augment=augment.value, exclude_sources=exclude_sources)
+        if exclude_sources:
+            from manet_edge.datasets import parse_source_spec
+
+            parse_source_spec(exclude_sources)  # a malformed spec fails before any work
         info = init_distributed(device)
         try:
             best = train_classifier(data, segmenter, model, out, cfg, info, splits_path=splits, cache_dir=cache, resume=resume)

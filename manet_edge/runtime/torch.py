@@ -48,6 +48,8 @@ def card_from_checkpoint(ckpt: dict[str, Any], path: Path) -> ModelCard:
     classes = tuple(ckpt.get("classes") or mc.get("classes") or CLASSES)
     return ModelCard(kind="cls", model_name=name, input_size=size, in_channels=int(mc.get("in_channels", 1)),
                      classes=classes, mask_attention=name.endswith("-ma"),
+                     normalisation=str(ckpt.get("normalisation") or ""),
+                     temperature=float((ckpt.get("calibration") or {}).get("temperature", 1.0)),
                      source_checkpoint_sha256=_sha256(path))
 
 

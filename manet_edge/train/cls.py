@@ -18,7 +18,7 @@ import torch
 
 from manet_edge import CLASSES
 from manet_edge.config import PostprocessConfig, from_dict
-from manet_edge.datasets import Item, find_cls_items, get_splits, select
+from manet_edge.datasets import Item, find_cls_items, get_splits, matches_source, parse_source_spec, select
 from manet_edge.io import load_image
 from manet_edge.postprocess import clean_mask
 from manet_edge.preprocess import minmax, resize, seg_input
@@ -126,12 +126,19 @@ def train_classifier(data: Path, segmenter: Path, model_name: str, out: Path, cf
     items = find_cls_items(data)
     splits = get_splits(items, splits_path or out / "splits_cls.json", root=data, task="cls", seed=0)
     tr_items, va_items = select(items, splits["train"]), select(items, splits["val"])
+    # Segment whole splits (one cache entry whatever is left out), then leave sources out.
     tr_x, tr_m = segment_items(data, tr_items, segmenter, cfg.image_size, cache_dir=cache_dir, quiet=quiet or not info.is_main)
     va_x, va_m = segment_items(data, va_items, segmenter, cfg.image_size, cache_dir=cache_dir, quiet=quiet or not info.is_main)
+    if cfg.exclude_sources:  # leave-one-source-out: the held-out source is in neither train nor val
+        spec = parse_source_spec(cfg.exclude_sources)
+        keep_tr = np.array([not matches_source(it, spec) for it in tr_items], bool)
+        keep_va = np.array([not matches_source(it, spec) for it in va_items], bool)
+        tr_items, tr_x, tr_m = [it for it, k in zip(tr_items, keep_tr) if k], tr_x[keep_tr], tr_m[keep_tr]
+        va_items, va_x, va_m = [it for it, k in zip(va_items, keep_va) if k], va_x[keep_va], va_m[keep_va]
     tr_y = np.array([CLASSES.index(it.label) for it in tr_items])
     va_y = np.array([CLASSES.index(it.label) for it in va_items])
-    train_ds = ClsDataset(tr_x, tr_m, tr_y, augment=cls_augment())
-    val_ds = ClsDataset(va_x, va_m, va_y)
+    train_ds = ClsDataset(tr_x, tr_m, tr_y, augment=cls_augment(cfg.augment), normalisation=cfg.normalisation)
+    val_ds = ClsDataset(va_x, va_m, va_y, normalisation=cfg.normalisation)
     weights = class_weights(tr_y, len(CLASSES), power=0.5 if cfg.balance == "sqrt" else 1.0)
     ce = torch.nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32).to(info.device)
                                    if cfg.balance in ("loss", "sqrt") else None, label_smoothing=cfg.label_smoothing)
@@ -153,6 +160,42 @@ def train_classifier(data: Path, segmenter: Path, model_name: str, out: Path, cf
     torch.manual_seed(cfg.seed)
     model = create_model(model_name, in_channels=1, num_classes=len(CLASSES))
     extra = {"classes": list(CLASSES), "segmenter": {"path": str(segmenter), "sha256": file_sha256(segmenter)},
-             "zoo": zoo_record()}
+             "zoo": zoo_record(), "normalisation": cfg.normalisation}
     task = Task(kind="cls", loss_fn=loss_fn, evaluate=evaluate, score_key="acc", checkpoint_extra=extra)
-    return fit(model, train_ds, task, cfg, model_cfg, out, info, resume=resume, sample_weights=sample_w, quiet=quiet)
+    best = fit(model, train_ds, task, cfg, model_cfg, out, info, resume=resume, sample_weights=sample_w, quiet=quiet)
+    if info.is_main and (out / "best.pt").exists():
+        calibrate_checkpoint(out / "best.pt", val_ds, device=info.device, quiet=quiet)
+    return best
+
+
+def predict_logits(model: torch.nn.Module, ds: ClsDataset, device: str = "cpu", batch_size: int = 32) -> np.ndarray:
+    """Logits (N, classes) for a non-augmented dataset, fp32."""
+    model.eval()
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(ds), batch_size):
+            batch = [ds[j] for j in range(i, min(i + batch_size, len(ds)))]
+            x = torch.stack([b[0] for b in batch]).to(device)
+            m = torch.stack([b[1] for b in batch]).to(device)
+            outs.append(model(x, m).float().cpu().numpy())
+    return np.concatenate(outs) if outs else np.zeros((0, len(CLASSES)), np.float32)
+
+
+def calibrate_checkpoint(path: Path, val_ds: ClsDataset, *, device: str = "cpu", quiet: bool = False) -> float:
+    """Fit a softmax temperature on the validation split (:func:`manet_edge.calibration.fit_temperature`)
+    and store it in the checkpoint (``calibration``); the exporter copies it into the model card."""
+    from manet_edge.calibration import expected_calibration_error, fit_temperature, softmax_t
+    from manet_edge.train.checkpoint import save_checkpoint
+
+    ckpt = load_checkpoint(path)
+    logits = predict_logits(build_model_from_checkpoint(ckpt), val_ds, device)
+    y = np.asarray(val_ds.labels)
+    t = fit_temperature(logits, y)
+    ckpt["calibration"] = {"temperature": t, "fitted_on": "val", "n": int(len(y)),
+                           "ece_before": expected_calibration_error(softmax_t(logits, 1.0), y),
+                           "ece_after": expected_calibration_error(softmax_t(logits, t), y)}
+    save_checkpoint(ckpt, path)
+    if not quiet:
+        c = ckpt["calibration"]
+        print(f"temperature {t:.3f} fitted on {c['n']} validation images: ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}")
+    return t

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from manet_edge import CLASSES
 from manet_edge.datasets import Item
 from manet_edge.io import load_image
-from manet_edge.preprocess import resize, seg_input
+from manet_edge.preprocess import normalise_segmented, resize, seg_input
 
 
 class SegDataset(Dataset):
@@ -46,12 +46,15 @@ class ClsDataset(Dataset):
 
     Each sample is ``(segmented image (1,S,S) in [-1,1], mask (1,S,S) in {0,1}, label)``. The
     cache holds the image in [0,1] and the predicted, post-processed mask; augmentation runs on
-    the pair, then the image is blanked outside the mask and min-max scaled to [-1, 1] exactly as
-    :func:`manet_edge.preprocess.cls_input` does at run time.
+    the pair, then :func:`manet_edge.preprocess.normalise_segmented` (the function
+    :func:`manet_edge.preprocess.cls_input` calls at run time) turns it into the classifier input.
     """
 
-    def __init__(self, images01: np.ndarray, masks: np.ndarray, labels: np.ndarray, augment: Callable | None = None):
+    def __init__(self, images01: np.ndarray, masks: np.ndarray, labels: np.ndarray, augment: Callable | None = None,
+                 normalisation: str = "segmented_minmax_pm1"):
         self.images01, self.masks, self.labels, self.augment = images01, masks, labels, augment
+        self.normalisation = normalisation
+        normalise_segmented(np.zeros((2, 2), np.float32), np.ones((2, 2), np.float32), normalisation)  # unknown name: fail now
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -60,10 +63,9 @@ class ClsDataset(Dataset):
         img, msk = torch.from_numpy(self.images01[i]), torch.from_numpy(self.masks[i])
         if self.augment is not None:
             img, msk = self.augment(img, msk)
-        seg = img * msk
-        mn, mx = seg.min(), seg.max()
-        seg = (seg - mn) / (mx - mn) * 2 - 1 if mx - mn > 1e-8 else torch.full_like(seg, -1.0)
-        return seg, msk, int(self.labels[i])
+        m = (msk[0].numpy() > 0.5).astype(np.float32)
+        seg = normalise_segmented(img[0].numpy().astype(np.float32), m, self.normalisation)
+        return torch.from_numpy(seg)[None], torch.from_numpy(m)[None], int(self.labels[i])
 
 
 def label_index(label: str, classes: tuple[str, ...] = CLASSES) -> int:

@@ -26,12 +26,19 @@ def eval_segmenter(checkpoint: Path, data: Path, splits: Path, split: str = "tes
     "raw": the probability map resized bilinearly and thresholded; "post": the clean-up, then
     :func:`manet_edge.postprocess.upsample_mask`, exactly what ``infer --save-masks`` writes.
     """
-    ckpt = load_checkpoint(checkpoint)
-    if ckpt["kind"] != "seg":
-        raise ValueError(f"{checkpoint}: expected a segmenter checkpoint, got kind={ckpt['kind']}")
-    post = from_dict(PostprocessConfig, dict(ckpt.get("postprocess", {})))
-    size = int(ckpt["model_config"]["image_size"])
-    model = build_model_from_checkpoint(ckpt)
+    if Path(checkpoint).suffix.lower() == ".onnx":  # an exported segmenter, e.g. the bundled one
+        from manet_edge.train.from_onnx import segmenter_from_onnx
+
+        model, model_cfg, post = segmenter_from_onnx(checkpoint)
+        size = model_cfg.image_size
+    else:
+        ckpt = load_checkpoint(checkpoint)
+        if ckpt["kind"] != "seg":
+            raise ValueError(f"{checkpoint}: expected a segmenter checkpoint, got kind={ckpt['kind']}")
+        post = from_dict(PostprocessConfig, dict(ckpt.get("postprocess", {})))
+        size = int(ckpt["model_config"]["image_size"])
+        model = build_model_from_checkpoint(ckpt)
+    model.eval()
     items = select(find_seg_pairs(data), load_splits(splits)[split])
     rows = []
     with torch.no_grad():
@@ -67,10 +74,21 @@ def seg_table(result: dict) -> str:
 
 
 def eval_classifier(checkpoint: Path, data: Path, splits: Path, split: str = "test", cache_dir: Path | None = None,
-                    segmenter: Path | None = None) -> dict:
-    """Accuracy, per-class P/R/F1 + weighted average (Table 4) and the confusion matrix (Table 5)."""
-    from manet_edge.train.cls import predict, segment_items
+                    segmenter: Path | None = None, sources: str = "") -> dict:
+    """Accuracy, per-class P/R/F1 + weighted average (Table 4), the confusion matrix (Table 5), and
+    for clinical reading: one-vs-rest ROC-AUC, sensitivity/specificity with bootstrap 95 % CIs,
+    calibration (ECE with and without the checkpoint's temperature, reliability bins) and every
+    metric per source tag.
+
+    ``sources`` (``CLASS:SOURCE[,...]``, see :func:`manet_edge.datasets.parse_source_spec`)
+    evaluates on *every* image of those sources, whatever its split: the test of a
+    leave-one-source-out run, whose held-out source never reached training.
+    """
+    from manet_edge.calibration import expected_calibration_error, reliability_bins, softmax_t
+    from manet_edge.datasets import matches_source, parse_source_spec
+    from manet_edge.train.cls import predict_logits, segment_items
     from manet_edge.train.data import ClsDataset
+    from manet_edge.train.metrics import roc_auc_ovr, sensitivity_specificity
 
     ckpt = load_checkpoint(checkpoint)
     if ckpt["kind"] != "cls":
@@ -78,18 +96,76 @@ def eval_classifier(checkpoint: Path, data: Path, splits: Path, split: str = "te
     seg_path = Path(segmenter or ckpt["segmenter"]["path"])
     size = int(ckpt["model_config"]["image_size"])
     classes = tuple(ckpt.get("classes", CLASSES))
-    items = select(find_cls_items(data, classes), load_splits(splits)[split])
+    normalisation = ckpt.get("normalisation", "segmented_minmax_pm1")
+    all_items = find_cls_items(data, classes)
+    if sources:
+        spec = parse_source_spec(sources)
+        items = [it for it in all_items if matches_source(it, spec)]
+        where = f"sources {sources} (all splits)"
+    else:
+        items = select(all_items, load_splits(splits)[split])
+        where = f"split {split}"
     if not items:
-        raise ValueError(f"{splits}: the {split!r} split is empty")
+        raise ValueError(f"{splits}: no images for {where}")
     x, m = segment_items(data, items, seg_path, size, cache_dir=cache_dir, quiet=True)
     y = np.array([classes.index(it.label) for it in items])
-    probs = predict(build_model_from_checkpoint(ckpt), ClsDataset(x, m, y))
+    logits = predict_logits(build_model_from_checkpoint(ckpt), ClsDataset(x, m, y, normalisation=normalisation))
+    temperature = float(ckpt.get("calibration", {}).get("temperature", 1.0))
+    probs = softmax_t(logits, temperature)
     pred = probs.argmax(1)
     report = classification_report(confusion_matrix(y, pred, len(classes)), classes)
     recipe = {k: v for k, v in {**_recipe_defaults(), **dict(ckpt.get("train_config", {}))}.items() if k not in _NOT_RECIPE}
-    report.update({"checkpoint": str(checkpoint), "model": ckpt["model_config"]["name"],
-                   "seed": ckpt.get("train_config", {}).get("seed"), "recipe": recipe, "split": split, "n": len(items)})
+    by_source: dict[str, list[int]] = defaultdict(list)
+    for i, it in enumerate(items):
+        by_source[f"{it.label}/{it.source}"].append(i)
+        by_source[f"*/{it.source}"].append(i)
+    per_source = {}
+    for key, idx in sorted(by_source.items()):
+        idx = np.array(idx)
+        per_source[key] = {"n": int(len(idx)), "accuracy": float((pred[idx] == y[idx]).mean()),
+                           "predicted": {c: int((pred[idx] == k).sum()) for k, c in enumerate(classes)}}
+    report.update({
+        "checkpoint": str(checkpoint), "model": ckpt["model_config"]["name"],
+        "seed": ckpt.get("train_config", {}).get("seed"), "recipe": recipe, "split": split if not sources else None,
+        "sources": sources or None, "n": len(items), "normalisation": normalisation,
+        "per_source": per_source,
+        "roc_auc": roc_auc_ovr(y, probs, classes),
+        "sens_spec": sensitivity_specificity(y, pred, classes),
+        "calibration": {"temperature": temperature, "fitted_on": ckpt.get("calibration", {}).get("fitted_on"),
+                        "ece_uncalibrated": expected_calibration_error(softmax_t(logits, 1.0), y),
+                        "ece_calibrated": expected_calibration_error(probs, y),
+                        "bins_uncalibrated": reliability_bins(softmax_t(logits, 1.0), y),
+                        "bins_calibrated": reliability_bins(probs, y)},
+        "per_image": [{"path": it.path, "label": it.label, "source": it.source, "pred": classes[int(k)],
+                       "probabilities": [round(float(v), 6) for v in pr]} for it, k, pr in zip(items, pred, probs)],
+    })
     return report
+
+
+def reliability_png(report: dict, path: Path) -> None:
+    """Reliability diagram (top-label confidence vs accuracy, before and after temperature scaling)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cal = report["calibration"]
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
+    ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="perfect")
+    for key, label in (("bins_uncalibrated", f"T = 1 (ECE {cal['ece_uncalibrated']:.3f})"),
+                       ("bins_calibrated", f"T = {cal['temperature']:.2f} (ECE {cal['ece_calibrated']:.3f})")):
+        pts = [(b["confidence"], b["accuracy"]) for b in cal[key] if b["n"]]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+    ax.set_xlabel("confidence (top-class probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{report['model']} seed {report['seed']}, n={report['n']}", fontsize=9)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def cls_tables(report: dict) -> str:
@@ -105,6 +181,19 @@ def cls_tables(report: dict) -> str:
               "| actual \\ predicted | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
     for c, row in zip(classes, report["confusion_matrix"]):
         lines.append(f"| {c} | " + " | ".join(str(v) for v in row) + " |")
+    if "sens_spec" in report:
+        lines += ["", "| class | ROC-AUC (one vs rest) | sensitivity [95 % CI] | specificity [95 % CI] |", "|---|---|---|---|"]
+        for c in classes:
+            se, sp = report["sens_spec"][c]["sensitivity"], report["sens_spec"][c]["specificity"]
+            lines.append(f"| {c} | {report['roc_auc'][c]:.3f} | {se[0]:.3f} [{se[1]:.3f}, {se[2]:.3f}] | "
+                         f"{sp[0]:.3f} [{sp[1]:.3f}, {sp[2]:.3f}] |")
+        cal = report["calibration"]
+        lines += ["", f"calibration: temperature {cal['temperature']:.3f} (fitted on {cal['fitted_on'] or 'nothing: T = 1'}); "
+                  f"ECE {cal['ece_uncalibrated']:.4f} at T = 1, {cal['ece_calibrated']:.4f} calibrated", "",
+                  "| source | n | accuracy | predicted as |", "|---|---|---|---|"]
+        for key, v in report["per_source"].items():
+            shown = ", ".join(f"{c} {k}" for c, k in v["predicted"].items() if k)
+            lines.append(f"| {key} | {v['n']} | {v['accuracy']:.3f} | {shown} |")
     return "\n".join(lines)
 
 

@@ -21,7 +21,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, WeightedRandomSampler
 
 from manet_edge.config import to_dict
+from manet_edge.cpu import describe as describe_cpu
 from manet_edge.errors import ManetEdgeError
+from manet_edge.train.amp import autocast, prepare_model, resolve_amp
 from manet_edge.train.checkpoint import load_checkpoint, save_checkpoint
 from manet_edge.train.dist import DistInfo, all_reduce_sum, barrier, unwrap, wrap_model
 
@@ -44,6 +46,11 @@ class TrainConfig:
     balance: str = "none"  # none | sampler | loss | sqrt (class balancing for the scarce TB class)
     label_smoothing: float = 0.0  # classifiers: cross-entropy against (1 - e) one-hot + e uniform
     max_steps_per_epoch: int = 0  # 0 = full epoch; tests use small numbers
+    amp: str = "off"  # auto | bf16 | off: bf16 autocast + channels_last (auto: only where the CPU has AMX / AVX-512 BF16)
+    normalisation: str = "segmented_minmax_pm1"  # classifiers: preprocess.CLS_NORMALISATIONS (recorded in the model card)
+    augment: str = "paper"  # classifiers: paper | robust (train.augment)
+    exclude_sources: str = ""  # classifiers: CLASS:SOURCE[,...] left out of train and val (leave-one-source-out)
+    freeze_bn: bool = False  # keep BatchNorm statistics fixed (fine-tuning from an exported model whose BN was folded)
 
 
 PRESETS: dict[str, TrainConfig] = {
@@ -67,6 +74,11 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
         raise ManetEdgeError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     overrides = {k: v for k, v in overrides.items() if v is not None}
     return dataclasses.replace(PRESETS[name], **overrides)
+
+
+def _json_safe(record: dict[str, Any]) -> dict[str, Any]:
+    """NaN / inf (e.g. a recall with no positives) become null: ``history.jsonl`` stays strict JSON."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
 
 
 def seed_everything(seed: int) -> None:
@@ -125,6 +137,8 @@ def fit(model: torch.nn.Module, train_ds: Dataset, task: Task, cfg: TrainConfig,
 
     out = Path(out)
     seed_everything(cfg.seed)
+    amp = resolve_amp(cfg.amp, info.device)
+    model = prepare_model(model, amp)
     loader = make_loader(train_ds, cfg, info, train=True, weights=sample_weights)
     steps = len(loader) if cfg.max_steps_per_epoch <= 0 else min(len(loader), cfg.max_steps_per_epoch)
     net = wrap_model(model, info)
@@ -142,18 +156,24 @@ def fit(model: torch.nn.Module, train_ds: Dataset, task: Task, cfg: TrainConfig,
             print(f"resumed from {out / 'last.pt'} at epoch {start_epoch}")
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps({"train": to_dict(cfg), "model": to_dict(model_config)}, indent=2))
+        (out / "config.json").write_text(json.dumps({"train": to_dict(cfg), "model": to_dict(model_config), "amp_resolved": amp,
+                                                     "cpu": describe_cpu()}, indent=2))
     for epoch in range(start_epoch, cfg.epochs):
         if isinstance(loader.sampler, DistributedSampler):
             loader.sampler.set_epoch(epoch)
         net.train()
+        if cfg.freeze_bn:
+            for mod in net.modules():
+                if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+                    mod.eval()
         t0, sums, n = time.time(), {}, 0
         bar = tqdm(loader, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=quiet or not info.is_main,
                    leave=False, dynamic_ncols=True)
         for i, batch in enumerate(bar):
             if i >= steps:
                 break
-            loss, logs = task.loss_fn(net, batch)
+            with autocast(amp, info.device):
+                loss, logs = task.loss_fn(net, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -165,7 +185,8 @@ def fit(model: torch.nn.Module, train_ds: Dataset, task: Task, cfg: TrainConfig,
         keys = sorted(sums)
         totals = all_reduce_sum([sums[k] for k in keys] + [n], info)
         train_logs = {f"train_{k}": totals[j] / max(totals[-1], 1) for j, k in enumerate(keys)}
-        record: dict[str, Any] = {"epoch": epoch, "lr": sched.get_last_lr()[0], "seconds": round(time.time() - t0, 1), **train_logs}
+        record: dict[str, Any] = {"epoch": epoch, "lr": sched.get_last_lr()[0], "seconds": round(time.time() - t0, 1),
+                                  "amp": amp, **train_logs}
         if info.is_main:
             val = task.evaluate(unwrap(net))
             record.update({f"val_{k}": v for k, v in val.items()})
@@ -178,7 +199,7 @@ def fit(model: torch.nn.Module, train_ds: Dataset, task: Task, cfg: TrainConfig,
             save_checkpoint({**common, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                              "rng": {"torch": torch.get_rng_state()}, "best": best}, out / "last.pt")
             with open(out / "history.jsonl", "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record) + "\n")
+                fh.write(json.dumps(_json_safe(record), allow_nan=False) + "\n")
             if not quiet:
                 shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}
                 print(json.dumps(shown), flush=True)

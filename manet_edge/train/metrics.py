@@ -43,3 +43,41 @@ def classification_report(cm: np.ndarray, classes: tuple[str, ...]) -> dict:
         "confusion_matrix": cm.tolist(),
         "classes": list(classes),
     }
+
+
+def roc_auc_ovr(labels: np.ndarray, probs: np.ndarray, classes: tuple[str, ...]) -> dict[str, float]:
+    """One-vs-rest ROC-AUC per class (scikit-learn); NaN for a class absent from, or alone in, ``labels``."""
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels, int)
+    out = {}
+    for i, c in enumerate(classes):
+        pos = labels == i
+        out[c] = float(roc_auc_score(pos, probs[:, i])) if 0 < pos.sum() < len(labels) else float("nan")
+    return out
+
+
+def proportion_ci(hits: np.ndarray, *, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """``(estimate, low, high)``: a proportion and its percentile-bootstrap CI (scipy.stats.bootstrap)."""
+    from scipy.stats import bootstrap
+
+    hits = np.asarray(hits, float)
+    if len(hits) == 0:
+        return float("nan"), float("nan"), float("nan")
+    est = float(hits.mean())
+    if len(hits) < 2 or hits.min() == hits.max():  # every resample is the same: the interval is the point
+        return est, est, est
+    res = bootstrap((hits,), np.mean, confidence_level=confidence, n_resamples=n_resamples, method="percentile",
+                    rng=np.random.default_rng(seed))
+    return est, float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def sensitivity_specificity(labels: np.ndarray, pred: np.ndarray, classes: tuple[str, ...]) -> dict[str, dict[str, list[float]]]:
+    """Per class, one-vs-rest sensitivity and specificity as ``[estimate, 95 % low, 95 % high]``."""
+    labels, pred = np.asarray(labels, int), np.asarray(pred, int)
+    out = {}
+    for i, c in enumerate(classes):
+        pos = labels == i
+        out[c] = {"sensitivity": list(proportion_ci(pred[pos] == i)),
+                  "specificity": list(proportion_ci(pred[~pos] != i))}
+    return out

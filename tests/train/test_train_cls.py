@@ -184,3 +184,29 @@ def test_runs_are_aggregated_per_model_and_recipe():
     assert agg["resnet18-ma (image_size=128)"]["mean"] == pytest.approx(0.75)
     assert [r["seed"] for r in agg["resnet18-ma (image_size=128)"]["runs"]] == [0, 1]
     assert "resnet18-ma (image_size=192)" in runs_table(agg)
+
+
+def test_source_hold_out_bf16_and_calibration(cls_root, segmenter_ckpt, tmp_path):
+    """--exclude-sources keeps a source out of train and val; eval --sources tests on it; the
+    checkpoint carries a validation-fitted temperature and its normalisation; bf16 autocast trains."""
+    from PIL import Image
+
+    for i in range(6):  # a second normal source, to hold out
+        img = np.asarray(Image.open(next((cls_root / "cls/normal").glob("*.png"))))
+        Image.fromarray(img).save(cls_root / "cls/normal" / f"cxrdb_n{i}.png")
+    torch.set_num_threads(1)
+    out = tmp_path / "loso"
+    cfg = preset("cls-cpu", epochs=1, batch_size=8, image_size=32, max_steps_per_epoch=2, amp="bf16",
+                 normalisation="lung_equalize", augment="robust", exclude_sources="normal:cxrdb")
+    train_classifier(cls_root, segmenter_ckpt, "resnet18-ma", out, cfg, DistInfo(), splits_path=tmp_path / "splits.json",
+                     cache_dir=tmp_path / "cache", quiet=True)
+    ck = load_checkpoint(out / "best.pt")
+    assert ck["normalisation"] == "lung_equalize" and ck["train_config"]["exclude_sources"] == "normal:cxrdb"
+    assert ck["calibration"]["fitted_on"] == "val" and ck["calibration"]["temperature"] > 0
+    hist = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert hist[0]["amp"] == "bf16"
+    rep = eval_classifier(out / "best.pt", cls_root, tmp_path / "splits.json", cache_dir=tmp_path / "cache",
+                          sources="normal:cxrdb")
+    assert rep["n"] == 6 and set(rep["per_source"]) == {"normal/cxrdb", "*/cxrdb"}
+    assert rep["calibration"]["temperature"] == ck["calibration"]["temperature"]
+    assert set(rep["roc_auc"]) == set(rep["classes"]) and "sensitivity" in rep["sens_spec"]["normal"]
