@@ -33,3 +33,15 @@ class BackendUnavailableError(ManetEdgeError, ImportError):
 
 class OutputExistsError(ManetEdgeError, FileExistsError):
     """An output would overwrite an existing file and --overwrite was not given."""
+
+
+class RunInterrupted(ManetEdgeError):
+    """A run was stopped on request (a signal) before every file was done.
+
+    ``results`` holds the rows that were finished, by input index; ``signal_name`` says why.
+    """
+
+    def __init__(self, results: dict | None = None, signal_name: str = "interrupt"):
+        self.results = dict(results or {})
+        self.signal_name = signal_name
+        super().__init__(f"run interrupted ({signal_name}) after {len(self.results)} file(s)")

@@ -40,7 +40,7 @@ import numpy as np
 
 from manet_edge import CLASSES
 from manet_edge.config import PostprocessConfig, from_dict
-from manet_edge.errors import BadInputError, ManetEdgeError, ModelError
+from manet_edge.errors import BadInputError, ManetEdgeError, ModelError, RunInterrupted
 from manet_edge.io import load_image
 from manet_edge.postprocess import clean_mask, lung_fraction, plausibility_flags
 from manet_edge.preprocess import cls_input, minmax, resize, seg_input
@@ -414,12 +414,43 @@ class Pipeline:
 
     # -- scheduler ----------------------------------------------------------------------------
     def run(self, files: Sequence[InputFile], *, artifacts: Artifacts | None = None,
-            on_result: Callable[[ImageResult], None] | None = None) -> list[ImageResult]:
-        """Run every file; returns one :class:`ImageResult` per file, in the order given."""
+            on_result: Callable[[ImageResult], None] | None = None,
+            stop: threading.Event | None = None) -> list[ImageResult]:
+        """Run every file; returns one :class:`ImageResult` per file, in the order given.
+
+        ``stop`` (set from a signal handler, say) ends the run early: no new file is started,
+        model calls and output writes already under way finish, nothing queued is left
+        running, and :class:`~manet_edge.errors.RunInterrupted` is raised with the rows done.
+        Both schedules end only when every file has its row (a file is never dropped).
+        """
         if self._post is None:
             raise ManetEdgeError("Pipeline: call activate() (or use `with pipeline:`) before run()")
-        if self.config.streams > 1:
-            return self._run_streams(files, artifacts, on_result)
+        stop = stop if stop is not None else threading.Event()
+        results: dict[int, ImageResult] = {}
+        t_start = time.perf_counter()
+        try:
+            if self.config.streams > 1:
+                self._run_streams(files, artifacts, on_result, stop, results)
+            else:
+                self._run_staged(files, artifacts, on_result, stop, results)
+        finally:
+            self.wall_s = time.perf_counter() - t_start
+        if len(results) < len(files):
+            if stop.is_set():
+                raise RunInterrupted(results, getattr(stop, "reason", "interrupt"))
+            lost = [files[i].rel for i in range(len(files)) if i not in results]
+            raise ManetEdgeError(f"internal error: the scheduler finished without a row for {len(lost)} file(s) "
+                                 f"(first: {lost[0]}); please report this")
+        return [results[i] for i in range(len(files))]
+
+    def _run_staged(self, files: Sequence[InputFile], artifacts: Artifacts | None,
+                    on_result: Callable[[ImageResult], None] | None, stop: threading.Event,
+                    results: dict[int, ImageResult]) -> None:
+        """One model stream: models in the calling thread, CPU stages in a worker pool.
+
+        The loop ends only when nothing is left anywhere (queued, decoding, waiting for a model,
+        post-processing, finishing), or when ``stop`` is set.
+        """
         bsz, nw = self.config.batch, self.config.n_workers
         window = 2 * bsz + nw
         todo = deque(WorkItem(i, f) for i, f in enumerate(files))
@@ -428,7 +459,6 @@ class Pipeline:
         finishing: set[Future] = set()
         seg_ready: list[WorkItem] = []
         cls_ready: list[WorkItem] = []
-        results: dict[int, ImageResult] = {}
 
         def done(item: WorkItem) -> None:
             res = item.result()
@@ -436,10 +466,9 @@ class Pipeline:
             if on_result is not None:
                 on_result(res)
 
-        t_start = time.perf_counter()
         pool = ThreadPoolExecutor(nw, thread_name_prefix="manet-cpu")
         try:
-            while True:
+            while not stop.is_set():
                 while todo and len(decoding) + len(seg_ready) < window:
                     decoding.append(pool.submit(self._decode, todo.popleft()))
                 while decoding and decoding[0].done():
@@ -473,13 +502,16 @@ class Pipeline:
                             posting.append(pool.submit(self._seg_post, it))
                 elif decoding or posting or finishing:
                     heads = [q[0] for q in (decoding, posting) if q] + list(finishing)
-                    wait(heads, return_when=FIRST_COMPLETED)
-                else:
-                    break
+                    wait(heads, timeout=0.1, return_when=FIRST_COMPLETED)  # timed: a stop is seen soon
+                elif not todo:
+                    break  # everything is done (the refill above runs again while files are queued)
         finally:
+            # Queued CPU work is cancelled; a mask/overlay write under way finishes (it is atomic).
             pool.shutdown(wait=True, cancel_futures=True)
-            self.wall_s = time.perf_counter() - t_start
-        return [results[i] for i in range(len(files))]
+            for fut in finishing:  # finished meanwhile: keep its row
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
+                    it = fut.result()
+                    results.setdefault(it.index, it.result())
 
     def _process_batch(self, items: list[WorkItem], artifacts: Artifacts | None) -> None:
         """Every stage for one batch, in the calling thread (one model stream)."""
@@ -498,22 +530,24 @@ class Pipeline:
             self._finalize(it, artifacts)
 
     def _run_streams(self, files: Sequence[InputFile], artifacts: Artifacts | None,
-                     on_result: Callable[[ImageResult], None] | None) -> list[ImageResult]:
+                     on_result: Callable[[ImageResult], None] | None, stop: threading.Event,
+                     results: dict[int, ImageResult]) -> None:
         """``streams`` threads, each taking the next batch of files through every stage.
 
         Results are reported (``on_result``, under a lock) as batches finish, so not strictly in
-        input order; the returned list is in input order. Ctrl-C stops every stream after its
-        current batch and is re-raised; an unexpected exception in a stream stops the others
-        and is re-raised here.
+        input order. ``stop`` ends every stream after its current batch. The calling thread
+        waits on per-stream events, not ``Thread.join`` with a timeout (a Ctrl-C interrupting
+        that join marks a running thread as stopped, and the process could then exit with
+        threads still inside the backend library). A ``KeyboardInterrupt`` reaching this thread
+        sets ``stop``, waits for every stream to finish its batch and is re-raised; an
+        unexpected exception in a stream stops the others and is re-raised here.
         """
         n, bsz = len(files), self.config.batch
-        results: dict[int, ImageResult] = {}
         lock = threading.Lock()
-        stop = threading.Event()
         failures: list[BaseException] = []
         cursor = [0]
 
-        def stream() -> None:
+        def stream(finished: threading.Event) -> None:
             try:
                 while not stop.is_set():
                     with lock:
@@ -532,23 +566,33 @@ class Pipeline:
             except BaseException as exc:  # re-raised in the calling thread
                 failures.append(exc)
                 stop.set()
+            finally:
+                finished.set()
 
         count = max(1, min(self.config.streams, -(-n // bsz)))
-        threads = [threading.Thread(target=stream, name=f"manet-stream-{k}", daemon=True) for k in range(count)]
-        t_start = time.perf_counter()
+        events = [threading.Event() for _ in range(count)]
+        threads = [threading.Thread(target=stream, args=(ev,), name=f"manet-stream-{k}", daemon=True)
+                   for k, ev in enumerate(events)]
+        started: list[threading.Event] = []
+        interrupted: BaseException | None = None
         try:
-            for t in threads:
+            for t, ev in zip(threads, events):
                 t.start()
-            for t in threads:
-                while t.is_alive():
-                    t.join(0.1)  # a timed join lets Ctrl-C through to this thread
-        except BaseException:
+                started.append(ev)
+        except KeyboardInterrupt as exc:
+            interrupted = exc
             stop.set()
-            for t in threads:
-                t.join()
-            raise
-        finally:
-            self.wall_s = time.perf_counter() - t_start
+        while True:  # wait for every started stream, whatever arrives meanwhile
+            try:
+                for ev in started:
+                    while not ev.wait(0.1):
+                        pass
+                break
+            except KeyboardInterrupt as exc:
+                interrupted = interrupted or exc
+                stop.set()
+        if interrupted is not None:
+            raise interrupted
         if failures:
             raise failures[0]
-        return [results[i] for i in range(n)]
+
