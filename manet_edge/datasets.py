@@ -151,14 +151,16 @@ def _group_key(it: Item) -> str:
 
 
 def make_joint_splits(cls_items: list[Item], seg_items: list[Item], seed: int = 0,
-                      ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+                      ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+                      pin_test: tuple[str, ...] = ()) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """Splits v2: one seeded, patient-disjoint 8:1:1 assignment shared by both tasks.
 
     A patient (or, without a patient id, a file name) lands in one split for classification *and*
     segmentation, so a classifier test film is never a segmenter training film. Groups are
     stratified by (class, source) of their first classification image (seg-only groups by their
     own label and source), so every source is split 8:1:1 and can be reported on its own.
-    Returns ``(cls_splits, seg_splits)``.
+    ``pin_test``: file names whose groups go to the test split whatever the draw (the bundled
+    sample X-rays, so that no default model ever trained on them). Returns ``(cls_splits, seg_splits)``.
     """
     if len(ratios) != 3 or abs(sum(ratios) - 1.0) > 1e-6 or min(ratios) < 0:
         raise ManetEdgeError(f"split ratios must be three non-negative numbers summing to 1, got {ratios}")
@@ -174,15 +176,19 @@ def make_joint_splits(cls_items: list[Item], seg_items: list[Item], seed: int = 
         strata[("cls" if gid in groups else "seg", first.label, first.source)].append(gid)
     rng = random.Random(seed)
     where: dict[str, str] = {}
+    pinned = {gid for gid, its in (*groups.items(), *seg_groups.items()) if any(Path(it.path).name in pin_test for it in its)}
     for key in sorted(strata):
         gids = strata[key]
         rng.shuffle(gids)
+        gids = [g for g in gids if g not in pinned] + [g for g in gids if g in pinned]  # pinned ones fill the test end
         size = {g: len(groups.get(g, [])) or len(seg_groups[g]) for g in gids}
         n_img = sum(size.values())
         targets = [ratios[0] * n_img, (ratios[0] + ratios[1]) * n_img]
         seen = 0
+        n_pinned = sum(size[g] for g in gids if g in pinned)
+        targets = [min(targets[0], n_img - n_pinned), min(targets[1], n_img - n_pinned)]
         for gid in gids:
-            where[gid] = "train" if seen < targets[0] else "val" if seen < targets[1] else "test"
+            where[gid] = "test" if gid in pinned else "train" if seen < targets[0] else "val" if seen < targets[1] else "test"
             seen += size[gid]
     cls_out: dict[str, list[str]] = {s: [] for s in SPLITS}
     seg_out: dict[str, list[str]] = {s: [] for s in SPLITS}

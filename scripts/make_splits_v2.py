@@ -4,7 +4,8 @@
 
 One seeded, patient-disjoint 8:1:1 assignment shared by both tasks and stratified by class and
 source (:func:`manet_edge.datasets.make_joint_splits`). Refuses to replace existing files unless
-``--overwrite``; the version-1 files are in ``splits/v1/``.
+``--overwrite``; the version-1 files are in ``splits/v1/``. The bundled sample X-rays
+(``manet_edge/assets/samples``) are pinned to the test split.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ def main() -> None:
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args()
     cls_items, seg_items = find_cls_items(args.data), find_seg_pairs(args.data)
-    cls_splits, seg_splits = make_joint_splits(cls_items, seg_items, seed=args.seed)
+    samples = Path(__file__).resolve().parents[1] / "manet_edge/assets/samples"
+    pinned = tuple(sorted(p.name for p in samples.glob("*.png")))  # the bundled samples stay test images
+    cls_splits, seg_splits = make_joint_splits(cls_items, seg_items, seed=args.seed, pin_test=pinned)
     for task, splits, items in (("cls", cls_splits, cls_items), ("seg", seg_splits, seg_items)):
         path = args.out / f"{task}.json"
         if path.exists() and not args.overwrite:

@@ -210,3 +210,21 @@ def test_segmenter_rebuilt_from_onnx_matches_it(tmp_path):
     with torch.no_grad():
         assert torch.allclose(rebuilt(x), model(x), atol=1e-4)
     assert rcfg.image_size == 64 and post.threshold == 0.4
+
+
+def test_pinned_files_land_in_test_with_their_patient():
+    cls, seg = _items()
+    cls.append(Item(path="cls/normal/kermany_second.png", label="normal", patient_id="kermany:p0", source="kermany"))
+    pinned = ("kermany_0.png", "cxrdb_1.png")
+    cs, ss = make_joint_splits(cls, seg, seed=0, pin_test=pinned)
+    test_names = {Path(p).name for p in cs["test"]}
+    assert set(pinned) <= test_names
+    assert "kermany_second.png" in test_names  # same patient (kermany:p0) as kermany_0
+    assert "kermany_0.png" in {Path(p).name for p in ss["test"]}  # and its seg copy too
+    assert all(len(cs[s]) > 0 for s in ("train", "val", "test"))
+
+
+def test_committed_splits_pin_the_bundled_samples_to_test():
+    test = {Path(p).name for p in load_splits(REPO / "splits/cls.json")["test"]}
+    samples = {p.name for p in (REPO / "manet_edge/assets/samples").glob("*.png")}
+    assert samples and samples <= test
