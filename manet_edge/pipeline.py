@@ -162,16 +162,25 @@ class StageTimes:
         return out
 
 
+def _within(real: str, roots: Sequence[str]) -> bool:
+    return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
 def walk_folder(folder: Path, *, exclude: Sequence[Path] = ()) -> list[InputFile]:
     """Every file under ``folder``, recursively, sorted by relative path.
 
-    Hidden entries (names starting with '.') are skipped, and so is anything under ``exclude``
-    (the output folder when it lies inside the input folder). Symbolic links to files are
-    followed; links to folders are not (no cycles). A sub-folder that cannot be listed becomes
-    an entry with ``error`` set (so it is reported, not silently skipped).
+    Hidden entries (names starting with '.') are skipped, and so is anything whose *real* path
+    (symbolic links resolved) lies under ``exclude`` (the output folder), however either folder
+    was reached: ``--out`` given as a link into the input folder, the input given as a link, a
+    link inside the input pointing at the output. Symbolic links to files and to folders are
+    followed; each real folder is walked once (no cycles, no duplicates). A sub-folder that
+    cannot be listed becomes an entry with ``error`` set (so it is reported, not silently
+    skipped). Names are kept as the operating system gives them (bytes that are not UTF-8 as
+    ``surrogateescape`` characters), so every file can be opened again.
     """
     folder = Path(folder)
-    excluded = [Path(os.path.abspath(e)) for e in exclude]
+    excluded = [os.path.realpath(e) for e in exclude]
+    seen = {os.path.realpath(folder)}
     found: list[InputFile] = []
 
     def unlistable(exc: OSError) -> None:
@@ -179,13 +188,23 @@ def walk_folder(folder: Path, *, exclude: Sequence[Path] = ()) -> list[InputFile
         rel = where.relative_to(folder).as_posix() if where != folder else "."
         found.append(InputFile(where, rel + "/", f"cannot list this folder: {exc.strerror or exc}"))
 
-    for dirpath, dirnames, filenames in os.walk(folder, onerror=unlistable, followlinks=False):
-        here = Path(os.path.abspath(dirpath))
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and here / d not in excluded)
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unlistable, followlinks=True):
+        keep = []
+        for d in sorted(dirnames):
+            if d.startswith("."):
+                continue
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real in seen or _within(real, excluded):
+                continue
+            seen.add(real)
+            keep.append(d)
+        dirnames[:] = keep
         for name in filenames:
             if name.startswith("."):
                 continue
             p = Path(dirpath) / name
+            if excluded and _within(os.path.realpath(p), excluded):
+                continue
             found.append(InputFile(p, p.relative_to(folder).as_posix()))
     return sorted(found, key=lambda f: f.rel)
 
@@ -244,9 +263,10 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
         return (1.0 / (1.0 + np.exp(-x.astype(np.float32, copy=False)))).astype(np.float32, copy=False)
 
 
-def softmax(x: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64 (returned as float64 so probabilities sum to 1 exactly enough)."""
-    z = x.astype(np.float64)
+def softmax(x: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of ``x / temperature`` in float64 (returned as float64 so probabilities sum
+    to 1 exactly enough); the temperature is the model card's calibration (1 = none)."""
+    z = x.astype(np.float64) / float(temperature)
     z = np.exp(z - z.max(axis=-1, keepdims=True))
     return z / z.sum(axis=-1, keepdims=True)
 
@@ -354,7 +374,7 @@ class Pipeline:
             if "empty_mask" in item.flags:
                 item.error = "no lung found by the segmenter (empty mask); not classified"
             else:
-                image, m = cls_input(item.cls_image, mask, size)
+                image, m = cls_input(item.cls_image, mask, size, self.cls.card.normalisation)
                 if self.cls.card.in_channels != 1:
                     image = np.repeat(image, self.cls.card.in_channels, axis=0)
                 item.cls_feed = (image, m)
@@ -405,7 +425,7 @@ class Pipeline:
             for it in batch:
                 it.error = f"classifier inference failed: {_message(exc)}"
         else:
-            for it, p in zip(batch, softmax(logits)):
+            for it, p in zip(batch, softmax(logits, self.cls.card.temperature)):
                 if np.isfinite(p).all():
                     it.probabilities = p
                 else:
@@ -437,7 +457,7 @@ class Pipeline:
             self.wall_s = time.perf_counter() - t_start
         if len(results) < len(files):
             if stop.is_set():
-                raise RunInterrupted(results, getattr(stop, "reason", "interrupt"))
+                raise RunInterrupted(results, getattr(stop, "reason", "interrupt"), getattr(stop, "signum", None))
             lost = [files[i].rel for i in range(len(files)) if i not in results]
             raise ManetEdgeError(f"internal error: the scheduler finished without a row for {len(lost)} file(s) "
                                  f"(first: {lost[0]}); please report this")

@@ -17,6 +17,7 @@ import csv
 import importlib.metadata
 import io
 import json
+import os
 import platform
 from collections import Counter
 from pathlib import Path, PurePosixPath
@@ -26,7 +27,7 @@ import numpy as np
 
 from manet_edge import CLASSES, __version__
 from manet_edge.config import PostprocessConfig
-from manet_edge.fileutil import atomic_write_bytes, atomic_write_text
+from manet_edge.fileutil import atomic_write_bytes, atomic_write_text, is_escaped_name, name_max, printable_name
 from manet_edge.pipeline import ImageResult, WorkItem
 from manet_edge.postprocess import upsample_mask
 
@@ -45,10 +46,22 @@ _BACKEND_LIBRARIES = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "openvi
                       "tensorrt": ("tensorrt", "cuda-python", "pycuda")}
 
 
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+"""A CSV cell starting with one of these is read as a formula by spreadsheets; such text cells get
+a leading apostrophe in ``predictions.csv`` (the JSON keeps the text as it is)."""
+NAME_NOTE = ("file names and messages are UTF-8; a byte of a file name that is not UTF-8 is written as "
+             "the four characters \\xNN (os.fsencode of the name gives the bytes back)")
+
+
 def row_dict(r: ImageResult) -> dict[str, Any]:
-    """The typed row of ``r`` (JSON): ``None`` where a value is missing, flags as a list."""
+    """The typed row of ``r`` (JSON): ``None`` where a value is missing, flags as a list.
+
+    ``file`` and ``error`` are :func:`~manet_edge.fileutil.printable_name`: valid UTF-8 even for
+    a file name that is not.
+    """
     probs = r.probabilities or (None,) * len(CLASSES)
-    row: dict[str, Any] = {"file": r.file, "status": r.status, "error": r.error, "prediction": r.prediction}
+    row: dict[str, Any] = {"file": printable_name(r.file), "status": r.status, "error": printable_name(r.error),
+                           "prediction": r.prediction}
     row.update({f"p_{c}": p for c, p in zip(CLASSES, probs)})
     row["lung_fraction"] = r.lung_fraction
     row["flags"] = list(r.flags)
@@ -56,7 +69,11 @@ def row_dict(r: ImageResult) -> dict[str, Any]:
 
 
 def csv_text(results: Iterable[ImageResult]) -> str:
-    """``predictions.csv`` as text: probabilities with 6 decimals, flags joined by ';'."""
+    """``predictions.csv`` as text: probabilities with 6 decimals, flags joined by ';'.
+
+    Text cells that a spreadsheet would run as a formula (:data:`FORMULA_PREFIXES`) start with an
+    apostrophe; names that are not UTF-8 are escaped (:data:`NAME_NOTE`).
+    """
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -74,7 +91,8 @@ def csv_text(results: Iterable[ImageResult]) -> str:
             elif col == "lung_fraction":
                 cells.append(f"{v:.4f}")
             else:
-                cells.append(" ".join(str(v).split()) if col == "error" else str(v))
+                text = " ".join(str(v).split()) if col == "error" else str(v)
+                cells.append("'" + text if text.startswith(FORMULA_PREFIXES) else text)
         writer.writerow(cells)
     return buf.getvalue()
 
@@ -98,14 +116,38 @@ def write_predictions(out: Path, results: Sequence[ImageResult], meta: dict[str,
     """Write ``predictions.csv`` and ``predictions.json`` atomically; returns their paths."""
     out = Path(out)
     csv_path, json_path = out / PREDICTIONS_CSV, out / PREDICTIONS_JSON
-    doc = {"meta": meta, "columns": list(CSV_COLUMNS), "rows": [row_dict(r) for r in results]}
-    text = json.dumps(doc, indent=2, allow_nan=False, default=str) + "\n"
+    escaped = sum(is_escaped_name(r.file) for r in results)
+    meta = {**meta, "file_names": {"escaped": escaped, "note": NAME_NOTE}}
+    doc = {"meta": _printable(meta), "columns": list(CSV_COLUMNS), "rows": [row_dict(r) for r in results]}
+    text = json.dumps(doc, indent=2, allow_nan=False, default=str, ensure_ascii=False) + "\n"
     atomic_write_text(csv_path, csv_text(results))
     atomic_write_text(json_path, text)
     return csv_path, json_path
 
 
-def artifact_names(rels: Sequence[str]) -> dict[str, str]:
+def _printable(obj: Any) -> Any:
+    """``obj`` with every string made :func:`printable_name` (paths in the metadata)."""
+    if isinstance(obj, str):
+        return printable_name(obj)
+    if isinstance(obj, dict):
+        return {_printable(k): _printable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_printable(v) for v in obj]
+    return obj
+
+
+def _fit_name(name: str, limit: int) -> str:
+    """``name`` (a mask/overlay PNG name) cut to ``limit`` bytes, kept unique by a hash of the whole name."""
+    import hashlib
+
+    raw = os.fsencode(name)
+    if len(raw) <= limit:
+        return name
+    tag = "~" + hashlib.sha1(raw).hexdigest()[:12] + ".png"
+    return os.fsdecode(raw[: limit - len(tag)]) + tag
+
+
+def artifact_names(rels: Sequence[str], limit: int | None = None) -> dict[str, str]:
     """Input relative path -> relative PNG name for its mask/overlay, collision-free."""
     def swap(rel: str) -> str:
         return str(PurePosixPath(rel).with_suffix(".png")) if PurePosixPath(rel).suffix else rel + ".png"
@@ -122,6 +164,11 @@ def artifact_names(rels: Sequence[str]) -> dict[str, str]:
             name, k = f"{names[rel][:-4]}.{k}.png", k + 1
         used.add(name.lower())
         names[rel] = name
+    limit = limit or name_max(Path("."))
+    for rel, name in names.items():  # 'a.jpg' -> 'a.jpg.png' may pass NAME_MAX: shorten that part
+        parts = PurePosixPath(name).parts
+        if any(len(os.fsencode(p)) > limit for p in parts):
+            names[rel] = str(PurePosixPath(*parts[:-1], _fit_name(parts[-1], limit)))
     return names
 
 

@@ -22,6 +22,16 @@ _HOW_TO = {
     ".engine": "build TensorRT engines with `manet-edge engine` and pass --models DIR holding "
                "segmenter.engine and classifier.engine",
 }
+_NOT_BUNDLED = {
+    ".pt": "the torch backend runs training checkpoints, and none ship with manet-edge (it bundles ONNX models "
+           "only): pass --models DIR holding segmenter.pt and classifier.pt (from `manet-edge train`)",
+    ".engine": "TensorRT engines are built for one GPU and TensorRT version, so none ship with manet-edge: build "
+               "them with `manet-edge engine build` and pass --models DIR holding segmenter.engine and "
+               "classifier.engine",
+}
+_SEG_OPTIONAL = {"int8"}
+"""Precisions for which only the classifier is converted (``export --precision int8``): the segmenter
+falls back to its plain file, run in its own precision."""
 
 
 def _package_dir() -> Path:
@@ -38,21 +48,44 @@ def samples_dir() -> Path:
     return _package_dir() / "samples"
 
 
-def model_paths(models_dir: Path | None, suffix: str = ".onnx") -> tuple[Path, Path]:
+def model_paths(models_dir: Path | None, suffix: str = ".onnx", precision: str | None = None, *,
+                with_precision: bool = False):
     """``(segmenter, classifier)`` paths in ``models_dir`` (default: the bundled models).
 
-    Raises :class:`ModelError` naming the missing files and how to make them.
+    With a ``precision`` other than fp32, ``segmenter.<precision><suffix>`` and
+    ``classifier.<precision><suffix>`` (what ``manet-edge export --precision`` writes) are used
+    where they exist, else the plain files (whose cards must then say that precision). For int8
+    only the classifier is quantized, so the segmenter may be the plain one (run in its own
+    precision). ``with_precision=True`` returns ``((seg, seg_precision), (cls, cls_precision))``,
+    the precision to request from each runner (``None``: the file's own). Raises
+    :class:`ModelError` naming the missing files and how to make them.
     """
     default = models_dir is None
     folder = default_models_dir() if default else Path(models_dir)
     if not default and not folder.is_dir():
         raise ModelError(f"models folder {folder} does not exist or is not a folder")
-    seg = folder / f"{SEGMENTER_STEM}{suffix}"
-    cls = folder / f"{CLASSIFIER_STEM}{suffix}"
-    missing = [p for p in (seg, cls) if not p.is_file()]
+    if default and suffix in _NOT_BUNDLED:
+        raise ModelError(_NOT_BUNDLED[suffix])
+    chosen = []
+    for stem in (SEGMENTER_STEM, CLASSIFIER_STEM):
+        plain = folder / f"{stem}{suffix}"
+        tagged = folder / f"{stem}.{precision}{suffix}" if precision and precision != "fp32" else None
+        if tagged is not None and tagged.is_file():
+            chosen.append((tagged, precision))
+        elif tagged is not None and stem == SEGMENTER_STEM and precision in _SEG_OPTIONAL:
+            chosen.append((plain, None))
+        else:
+            chosen.append((plain, precision))
+    missing = [p for p, _ in chosen if not p.is_file()]
     if missing:
         where = "the bundled default models are missing" if default else f"{folder} lacks the model files"
         names = ", ".join(str(p) for p in missing)
         fix = _HOW_TO.get(suffix, f"pass --models DIR holding segmenter{suffix} and classifier{suffix}")
+        if precision and precision != "fp32":
+            fix = (f"--precision {precision} looks for segmenter.{precision}{suffix} and classifier.{precision}{suffix} "
+                   f"(written by `manet-edge export --precision {precision}`), then segmenter{suffix} and "
+                   f"classifier{suffix}; {fix}")
         raise ModelError(f"{where} ({names}); {fix}")
-    return seg, cls
+    if with_precision:
+        return chosen[0], chosen[1]
+    return chosen[0][0], chosen[1][0]

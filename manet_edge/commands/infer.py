@@ -1,12 +1,14 @@
 """``manet-edge infer FOLDER``: classify every chest X-ray under a folder (torch-free by default).
 
-Exit codes (also in docs/infer.md):
-  0  every file was classified (rows may still carry plausibility flags, reported as warnings)
-  1  at least one file failed (its row has status=error); the other rows are valid
-  2  nothing was run: bad option, empty folder, missing/incompatible models, unusable or
-     existing output (without --overwrite); no result file was written
-  3  internal error (a bug; the traceback is printed)
-  130 interrupted (Ctrl-C): predictions.csv/json were not written (masks already written stay)
+Exit codes (also in docs/infer.md and the README's Troubleshooting section):
+  0   every file was classified (rows may still carry plausibility flags, reported as warnings)
+  1   at least one file failed (its row has status=error); the other rows are valid
+  2   nothing was run: bad option, empty folder, missing extra, missing/incompatible models,
+      unusable, locked or existing output (without --overwrite); no result file was written
+  3   internal error (a bug; the traceback is printed)
+  130 interrupted by SIGINT (Ctrl-C), 143 by SIGTERM: the work under way finished, nothing new
+      started, predictions.csv/json were not written (masks/overlays already written are
+      complete files and stay; no temporary file is left)
 
 Only the standard library, typer and light manet_edge modules are imported at import time; the
 pipeline (numpy, scikit-image) and the backend library are imported when the command runs.
@@ -25,13 +27,15 @@ from typing import Any, Optional
 
 import typer
 
-from manet_edge.errors import ManetEdgeError
+from manet_edge.errors import EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, ManetEdgeError, RunInterrupted
+from manet_edge.errors import report as report_error
 
-EXIT_OK = 0
-EXIT_FILES_FAILED = 1
-EXIT_ERROR = 2
-EXIT_INTERNAL = 3
+EXIT_FILES_FAILED = EXIT_FAILED
+EXIT_ERROR = EXIT_USAGE
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+__all__ = ["EXIT_ERROR", "EXIT_FILES_FAILED", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_TERMINATED",
+           "run_infer"]
 
 
 class Backend(str, Enum):
@@ -79,21 +83,74 @@ def infer(
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
 ) -> None:
     """Segment the lungs and classify every image under FOLDER (normal, covid, tb, bacterial, viral)."""
-    try:
-        code = run_infer(folder=folder, out=out, backend=backend.value, precision=precision, models=models,
-                         batch=batch, save_masks=save_masks, save_overlays=save_overlays, overwrite=overwrite,
-                         threads=threads, workers=workers, streams=streams, progress=not no_progress)
-    except ManetEdgeError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_ERROR) from None
-    except Exception as exc:  # a bug: keep exit code 1 meaning "some files failed"
-        import traceback
+    from manet_edge.signals import StopOnSignals, signal_name
 
-        traceback.print_exc(file=sys.stderr)
-        typer.echo(f"internal error: {type(exc).__name__}: {exc} (please report this with the traceback above)",
-                   err=True)
-        raise typer.Exit(EXIT_INTERNAL) from None
+    def stopping(signum: int) -> str:
+        return (f"{signal_name(signum)}: stopping: the model calls under way finish, no new file starts "
+                "(send it again to see that the stop is under way)")
+
+    try:
+        with StopOnSignals(stopping) as guard:
+            code = run_infer(folder=folder, out=out, backend=backend.value, precision=precision, models=models,
+                             batch=batch, save_masks=save_masks, save_overlays=save_overlays, overwrite=overwrite,
+                             threads=threads, workers=workers, streams=streams, progress=not no_progress,
+                             stop=guard.event)
+    except Exception as exc:  # ManetEdgeError: 2 (one line); a bug: 3 (traceback); see errors.exit_code
+        raise typer.Exit(report_error(exc)) from None
     raise typer.Exit(code)
+
+
+def _check_stop(stop) -> None:
+    if stop is not None and stop.is_set():
+        raise RunInterrupted({}, stop.reason, stop.signum)
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _check_backend_installed(backend: str, info) -> None:
+    """Say that a backend's library is missing before anything else (models, folders) is checked."""
+    import importlib.util
+
+    from manet_edge.errors import BackendUnavailableError
+
+    module = {"openvino": "openvino", "torch": "torch", "tensorrt": "tensorrt"}.get(backend)
+    if module is None:
+        return
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise BackendUnavailableError(backend, info.extra, f"{module} is not installed")
+
+
+class _LogProgress:
+    """Progress for a log (stderr not a terminal): a plain line every ``every_s`` seconds, no '\\r' frames."""
+
+    def __init__(self, total: int, every_s: float = 30.0, enabled: bool = True):
+        self.total, self.every_s, self.enabled = total, every_s, enabled
+        self.n = 0
+        self._last = time.monotonic()
+
+    def update(self, k: int = 1) -> None:
+        self.n += k
+        now = time.monotonic()
+        if self.enabled and now - self._last >= self.every_s and self.n < self.total:
+            self._last = now
+            sys.stderr.write(f"infer: {self.n}/{self.total} files\n")
+            sys.stderr.flush()
+
+    @staticmethod
+    def write(text: str, file=None) -> None:
+        print(text, file=file or sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
 
 
 def _prepare_output(out: Path) -> None:
@@ -163,19 +220,30 @@ def _runner_kwargs(backend: str, threads: int | None, streams: int = 1) -> dict[
 def run_infer(*, folder: Path, out: Path, backend: str = "onnxruntime", precision: str | None = None,
               models: Path | None = None, batch: int = 1, save_masks: bool = False, save_overlays: bool = False,
               overwrite: bool = False, threads: int | None = None, workers: int = 0, streams: int = 0,
-              progress: bool = True) -> int:
-    """The ``infer`` command without typer; returns the exit code, raises ManetEdgeError for code 2."""
-    from tqdm import tqdm
+              progress: bool = True, stop=None) -> int:
+    """The ``infer`` command without typer; returns the exit code (0, 1, 130, 143).
 
+    Raises :class:`ManetEdgeError` for code 2. ``stop`` (a :class:`manet_edge.signals.StopEvent`)
+    ends the run early: nothing new starts, the work under way finishes, the lock and every
+    temporary file are removed, predictions.csv/json are not written, and 128 + the signal's
+    number is returned.
+    """
     from manet_edge.assets import model_paths
+    from manet_edge.fileutil import OutputLock
     from manet_edge.pipeline import Pipeline, PipelineConfig, walk_folder
-    from manet_edge.results import PREDICTIONS_CSV, PREDICTIONS_JSON, ArtifactWriter, artifact_names, write_predictions
+    from manet_edge.results import PREDICTIONS_CSV, PREDICTIONS_JSON, ArtifactWriter, artifact_names
     from manet_edge.runtime import backend_info, create_runner, normalise_precision
+    from manet_edge.signals import StopEvent
 
+    stop = stop if stop is not None else StopEvent()
     folder, out = Path(folder), Path(out)
     info = backend_info(backend)
     precision = normalise_precision(precision, backend)
-    seg_path, cls_path = model_paths(models, info.artifact_suffix)
+    _check_backend_installed(backend, info)
+    (seg_path, seg_prec), (cls_path, cls_prec) = model_paths(models, info.artifact_suffix, precision, with_precision=True)
+    if out.exists() and _same_folder(out, folder):
+        raise ManetEdgeError(f"--out {out} is the input folder {folder}: the results would be read as inputs by the "
+                             "next run; choose another --out (a sub-folder is fine: it is skipped when walking)")
     streams, threads = plan_streams(backend, streams, threads)
     config = PipelineConfig(batch=batch, workers=workers, keep_display=save_overlays,
                             keep_prob=save_masks or save_overlays, streams=streams)
@@ -186,47 +254,73 @@ def run_infer(*, folder: Path, out: Path, backend: str = "onnxruntime", precisio
     if save_masks or save_overlays:
         names = artifact_names([f.rel for f in files if not f.error])
         writer = ArtifactWriter(out, names, masks=save_masks, overlays=save_overlays)
-    _check_overwrite(out, [out / PREDICTIONS_CSV, out / PREDICTIONS_JSON, *(writer.planned_paths() if writer else [])],
-                     overwrite)
+    planned = [out / PREDICTIONS_CSV, out / PREDICTIONS_JSON, *(writer.planned_paths() if writer else [])]
+    _check_overwrite(out, planned, overwrite)
+    _check_stop(stop)
     kwargs = _runner_kwargs(backend, threads, streams)
-    seg = create_runner(seg_path, backend, precision, name="segmenter", **kwargs)
-    cls = create_runner(cls_path, backend, precision, name="classifier", **kwargs)
+    seg = create_runner(seg_path, backend, seg_prec, name="segmenter", **kwargs)
+    cls = create_runner(cls_path, backend, cls_prec, name="classifier", **kwargs)
     pipeline = Pipeline(seg, cls, config)
     pipeline.activate()  # models load and are checked before anything is created on disk
+    lock = None
     try:
+        _check_stop(stop)
         _prepare_output(out)
-    except ManetEdgeError:
+        lock = OutputLock(out).acquire()  # a second run into this --out is refused, not raced
+        _check_overwrite(out, planned, overwrite)  # again, now that no other run can write here
+        return _run_locked(pipeline, files, writer, folder, out, backend, config, threads, progress, stop)
+    finally:
         pipeline.deactivate()
-        raise
+        if lock is not None:
+            lock.release()
 
-    bar = tqdm(total=len(files), unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True,
-               desc="infer")
+
+def _run_locked(pipeline, files, writer, folder, out, backend, config, threads, progress, stop) -> int:
+    """Run the pipeline (the output folder is locked), then write predictions.csv/json."""
+    from tqdm import tqdm
+
+    from manet_edge.fileutil import printable_name
+    from manet_edge.results import write_predictions
+    from manet_edge.signals import exit_code_for
+
+    if progress and sys.stderr.isatty():
+        bar = tqdm(total=len(files), unit="img", file=sys.stderr, dynamic_ncols=True, desc="infer")
+    else:  # a log: no '\r' frames, a plain line now and then
+        bar = _LogProgress(len(files), enabled=progress)
     counts = {"ok": 0, "failed": 0, "flagged": 0}
 
     def on_result(r) -> None:
+        name = printable_name(r.file)
         if r.ok:
             counts["ok"] += 1
+            if r.flags:  # only classified rows are "flagged"; an empty mask is an error row
+                counts["flagged"] += 1
+                bar.write(f"warning: {name}: implausible lung mask ({', '.join(r.flags)}, lung fraction "
+                          f"{r.lung_fraction:.3f}); check this prediction", file=sys.stderr)
         else:
             counts["failed"] += 1
-            bar.write(f"error: {r.file}: {r.error}", file=sys.stderr)
-        if r.flags:
-            counts["flagged"] += 1
-            if r.ok:
-                bar.write(f"warning: {r.file}: implausible lung mask ({', '.join(r.flags)}, lung fraction "
-                          f"{r.lung_fraction:.3f}); check this prediction", file=sys.stderr)
+            bar.write(f"error: {name}: {printable_name(r.error)}", file=sys.stderr)
         bar.update(1)
 
     started = datetime.now(timezone.utc)
     try:
-        results = pipeline.run(files, artifacts=writer, on_result=on_result)
+        results = pipeline.run(files, artifacts=writer, on_result=on_result, stop=stop)
+    except (RunInterrupted, KeyboardInterrupt) as exc:
         bar.close()
-        meta = _run_meta(pipeline, folder, out, backend, config, threads, counts, len(files), started)
-    except KeyboardInterrupt:
-        bar.close()
-        typer.echo("interrupted: predictions.csv/json were not written", err=True)
-        return EXIT_INTERRUPTED
+        done = len(exc.results) if isinstance(exc, RunInterrupted) else counts["ok"] + counts["failed"]
+        signum = stop.signum or getattr(exc, "signum", None) or 2  # a bare KeyboardInterrupt is SIGINT
+        kept = " (masks/overlays already written are complete and stay)" if writer is not None else ""
+        from manet_edge.signals import signal_name
+
+        typer.echo(f"interrupted by {signal_name(signum)} after {done} of {len(files)} files: "
+                   f"predictions.csv/json were not written{kept}", err=True)
+        return exit_code_for(signum)
     finally:
-        pipeline.deactivate()
+        bar.close()
+    meta = _run_meta(pipeline, folder, out, backend, config, threads, counts, len(files), started)
+    if stop.is_set():  # a signal after the last file, before the results were written
+        typer.echo(f"interrupted by {stop.reason} after every file: predictions.csv/json were not written", err=True)
+        return exit_code_for(stop.signum or 2)
     try:
         csv_path, _ = write_predictions(out, results, meta)
     except OSError as exc:
@@ -235,7 +329,11 @@ def run_infer(*, folder: Path, out: Path, backend: str = "onnxruntime", precisio
     rate = len(files) / wall if wall > 0 else 0.0
     flagged = f" ({counts['flagged']} flagged)" if counts["flagged"] else ""
     typer.echo(f"{len(files)} files: {counts['ok']} ok{flagged}, {counts['failed']} failed; "
-               f"{rate:.1f} images/s on {backend} ({meta['precision']['segmenter']}); results in {csv_path}")
+               f"{rate:.1f} images/s on {backend} ({meta['precision']['segmenter']}); "
+               f"results in {printable_name(str(csv_path))}")
+    if stop.is_set():  # the signal came while the (atomic, complete) results were being written
+        typer.echo(f"interrupted by {stop.reason} while writing the results; they are complete", err=True)
+        return exit_code_for(stop.signum or 2)
     return EXIT_FILES_FAILED if counts["failed"] else EXIT_OK
 
 

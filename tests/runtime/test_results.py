@@ -44,7 +44,8 @@ def test_csv_has_exactly_the_contract_columns():
 def test_json_rows_and_meta(tmp_path):
     csv_path, json_path = write_predictions(tmp_path, ROWS, {"backend": "onnxruntime"})
     doc = json.loads(json_path.read_text())
-    assert doc["meta"] == {"backend": "onnxruntime"} and doc["columns"] == list(CSV_COLUMNS)
+    assert doc["meta"]["backend"] == "onnxruntime" and doc["columns"] == list(CSV_COLUMNS)
+    assert doc["meta"]["file_names"]["escaped"] == 0
     assert [r["file"] for r in doc["rows"]] == [r.file for r in ROWS]
     assert doc["rows"][1]["flags"] == ["lung_fraction_high"] and doc["rows"][2]["p_viral"] is None
     assert csv_path.read_text().count("\n") == 4

@@ -1,0 +1,84 @@
+"""Graceful stops: SIGINT (Ctrl-C) and SIGTERM (``docker stop``, systemd, Kubernetes) set an event.
+
+A long command runs inside :class:`StopOnSignals`; its loops look at :attr:`StopOnSignals.event`
+between units of work. Nothing is raised asynchronously, so a signal never lands inside a model
+call, a thread join or a half-written file: the work under way finishes, nothing new starts, the
+command cleans up and exits ``128 + signal number`` (130 for SIGINT, 143 for SIGTERM).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Callable
+
+STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None)) if s is not None)
+
+
+def exit_code_for(signum: int) -> int:
+    """The shell's convention for a process ended by ``signum``: 128 + its number."""
+    return 128 + int(signum)
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+class StopEvent(threading.Event):
+    """A :class:`threading.Event` that remembers which signal set it (``signum``, ``reason``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.signum: int | None = None
+
+    @property
+    def reason(self) -> str:
+        return signal_name(self.signum) if self.signum is not None else "interrupt"
+
+    def request(self, signum: int) -> None:
+        if self.signum is None:
+            self.signum = signum
+        self.set()
+
+
+class StopOnSignals:
+    """Context manager: while inside, SIGINT/SIGTERM set :attr:`event` instead of stopping the process.
+
+    The first signal prints ``message`` (if given) to stderr; later ones print that the stop is
+    under way. Outside the main thread (signal handlers can only be set there) it only provides
+    the event. The previous handlers are restored on exit.
+    """
+
+    def __init__(self, message: str | Callable[[int], str] | None = None):
+        self.event = StopEvent()
+        self._message = message
+        self._previous: dict[int, object] = {}
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        first = not self.event.is_set()
+        self.event.request(signum)
+        try:
+            if first and self._message:
+                text = self._message(signum) if callable(self._message) else self._message
+                sys.stderr.write(text + "\n")
+            elif not first:
+                sys.stderr.write(f"{signal_name(signum)}: already stopping; waiting for the work under way to end\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):  # stderr closed: the stop still happens
+            pass
+
+    def __enter__(self) -> "StopOnSignals":
+        if threading.current_thread() is threading.main_thread():
+            for s in STOP_SIGNALS:
+                self._previous[s] = signal.signal(s, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self._previous.items():
+            signal.signal(s, h)  # type: ignore[arg-type]
+        self._previous.clear()
