@@ -86,6 +86,27 @@ def model_paths(models_dir: Path | None, suffix: str = ".onnx", precision: str |
                    f"(written by `manet-edge export --precision {precision}`), then segmenter{suffix} and "
                    f"classifier{suffix}; {fix}")
         raise ModelError(f"{where} ({names}); {fix}")
+    if precision and precision != "fp32" and suffix == ".onnx":
+        _check_plain_precision(chosen, precision, folder, default)
     if with_precision:
         return chosen[0], chosen[1]
     return chosen[0][0], chosen[1][0]
+
+
+def _check_plain_precision(chosen, precision: str, folder: Path, default: bool) -> None:
+    """Raise :class:`ModelError` when ``--precision`` fell back to a plain ``.onnx`` file whose card
+    says another precision (ONNX Runtime runs a model in its exported precision only)."""
+    from manet_edge.metadata import read_onnx_card
+
+    for stem, (path, wanted) in zip((SEGMENTER_STEM, CLASSIFIER_STEM), chosen):
+        if wanted is None or path.name != f"{stem}.onnx":
+            continue  # a tagged file, or the int8 segmenter that runs in its own precision
+        have = read_onnx_card(str(path)).precision
+        if have == wanted:
+            continue
+        where = ("the bundled models are fp32 only" if default
+                 else f"{folder} has no {stem}.{wanted}.onnx and {path.name} is {have}")
+        raise ModelError(
+            f"--precision {wanted}: {where}; export the {wanted} models with "
+            f"`manet-edge export --precision {wanted} --out DIR` (it writes {stem}.{wanted}.onnx) and pass "
+            f"--models DIR, or drop --precision to run the {have} models")
