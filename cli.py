@@ -24,6 +24,7 @@ app = typer.Typer(
 # Order here is the order in `manet-edge --help`.
 _COMMAND_MODULES = (
     "infer",
+    "compare",
     "export",
     "engine",
     "train",
