@@ -18,8 +18,11 @@ if [ ! -f runs/seg_v2/.done ]; then
   touch runs/seg_v2/.done
 fi
 [ -f runs/defaults_v2/segmenter.onnx ] || manet-edge export --seg-checkpoint runs/seg_v2/best.pt --out runs/defaults_v2 --overwrite
-python scripts/loso.py --segmenter runs/defaults_v2/segmenter.onnx --folds normal:cxrdb tb:shenzhen+montgomery covid:ieee \
-  --recipes baseline robust --size "$SIZE" --epochs "$EPOCHS"
+# LOSO=1 reruns the leave-one-source-out step even when its committed results exist.
+if [ "${LOSO:-0}" = 1 ] || [ ! -f benchmarks/results/loso/loso.json ]; then
+  python scripts/loso.py --segmenter runs/defaults_v2/segmenter.onnx --folds normal:cxrdb tb:shenzhen+montgomery covid:ieee \
+    --recipes baseline robust --size "$SIZE" --epochs "$EPOCHS"
+fi
 RECIPE=$(python - <<'PY'
 import json
 rows = json.load(open("benchmarks/results/loso/loso.json"))["rows"]
