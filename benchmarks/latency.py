@@ -38,6 +38,7 @@ from manet_edge.benchmarks.targets import (
     backend_unavailable,
     export_zoo_onnx,
     parse_models,
+    model_unavailable,
     precision_unavailable,
     prepare,
 )
@@ -110,7 +111,7 @@ def plan(config: BenchConfig, notes: list[str]) -> tuple[list[Target], list[Skip
                 skips.append(Skip(f"{backend} {precision}", generic))
                 continue
             for spec, batch in itertools.product(specs, config.batches):
-                why = precision_unavailable(backend, precision, spec)
+                why = model_unavailable(spec) or precision_unavailable(backend, precision, spec)
                 if why:
                     skips.append(Skip(f"{spec.label} {backend} {precision}", why))
                     continue

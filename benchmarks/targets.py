@@ -167,6 +167,17 @@ def backend_unavailable(backend: str) -> str | None:
     return None
 
 
+ZOO_NEEDS_TORCH = ("zoo models are built (and exported) with torch, which is not installed "
+                   "(pip install 'manet-edge[train]'); without it, time .onnx files or --models defaults")
+
+
+def model_unavailable(model: ModelSpec) -> str | None:
+    """Why ``model`` cannot be made here on any backend (``None``: it can): a zoo model needs torch."""
+    if model.path is None and not _has_module("torch"):
+        return ZOO_NEEDS_TORCH
+    return None
+
+
 def torch_device(requested: str) -> str:
     """``cpu`` or ``cuda`` for the torch backend (``auto``: cuda where torch sees a GPU)."""
     if requested in ("cpu", "cuda"):

@@ -88,8 +88,8 @@ def exit_code(exc: BaseException) -> int:
     """The exit code of a command that ended with ``exc`` (see README, Troubleshooting)."""
     if isinstance(exc, RunInterrupted):
         return 128 + int(getattr(exc, "signum", None) or 2)
-    if isinstance(exc, KeyboardInterrupt):
-        return 130
+    if isinstance(exc, KeyboardInterrupt):  # manet_edge.signals.Interrupted says which signal
+        return 128 + int(getattr(exc, "signum", None) or 2)
     if isinstance(exc, ManetEdgeError) or missing_extra(exc) is not None:
         return EXIT_USAGE
     return EXIT_INTERNAL
@@ -102,11 +102,17 @@ def report(exc: BaseException, command: str = "") -> int:
     code = exit_code(exc)
     where = f"manet-edge {command}: " if command else ""
     extra = missing_extra(exc)
-    if extra is not None:
+    if isinstance(exc, BackendUnavailableError):  # its message names the pip extra (and any detail)
+        msg = f"error: {where}{exc}"
+    elif extra is not None:
         msg = f"error: {where}needs the '{extra.extra}' extra ({extra.backend} is not installed): " \
               f"pip install 'manet-edge[{extra.extra}]'"
-    elif isinstance(exc, (RunInterrupted, KeyboardInterrupt)):
-        msg = f"interrupted: {exc}" if str(exc) else "interrupted"
+    elif isinstance(exc, RunInterrupted):
+        msg = f"interrupted: {where}{exc}"
+    elif isinstance(exc, KeyboardInterrupt):
+        from manet_edge.signals import signal_name
+
+        msg = f"interrupted: {where}stopped by {signal_name(code - 128)}"
     elif isinstance(exc, ManetEdgeError):
         msg = f"error: {exc}"
     else:

@@ -76,9 +76,71 @@ class StopOnSignals:
         if threading.current_thread() is threading.main_thread():
             for s in STOP_SIGNALS:
                 self._previous[s] = signal.signal(s, self._handler)
+        if _pending.signum is not None:  # came while the command line only remembered signals
+            self.event.request(_pending.signum)
         return self
 
     def __exit__(self, *exc: object) -> None:
         for s, h in self._previous.items():
             signal.signal(s, h)  # type: ignore[arg-type]
         self._previous.clear()
+
+
+# -- the command line's handlers, outside a StopOnSignals block ----------------------------------
+class Interrupted(KeyboardInterrupt):
+    """A :class:`KeyboardInterrupt` that says which signal raised it (SIGINT or SIGTERM)."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        self.signum = int(signum)
+        super().__init__(signal_name(self.signum))
+
+
+_pending = StopEvent()
+"""Set by a signal that came while no command was running (start-up, option parsing)."""
+_managed = False
+"""True once :func:`manage_signals` ran: only then do the functions below touch the handlers (so
+importing the command line in another program, or a test, changes nothing)."""
+
+
+def _record(signum: int, frame: FrameType | None) -> None:
+    _pending.request(signum)
+
+
+def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(signum)
+
+
+def _install(handler: Callable[[int, FrameType | None], None]) -> None:
+    if _managed and threading.current_thread() is threading.main_thread():
+        for s in STOP_SIGNALS:
+            signal.signal(s, handler)
+
+
+def manage_signals() -> None:
+    """Called first thing by the command line: from now on a SIGINT or SIGTERM is never a traceback
+    nor an instant, silent death.
+
+    Until a command starts, a signal is only remembered (:func:`pending_signal`), and the command
+    then ends at once with ``128 + signal number``. While a command runs
+    (:func:`command_started`), both signals raise :class:`Interrupted`, which the command line
+    reports in one line with that exit code; commands with work that must not be cut short
+    (``infer``) replace that with :class:`StopOnSignals` for their run.
+    """
+    global _managed
+    _managed = True
+    _install(_record)
+
+
+def pending_signal() -> int | None:
+    """The first signal that came before the command started (see :func:`manage_signals`), or None."""
+    return _pending.signum
+
+
+def command_started() -> None:
+    """A command's body begins: SIGINT/SIGTERM raise :class:`Interrupted` (no-op unless managed)."""
+    _install(_raise_interrupted)
+
+
+def command_ended() -> None:
+    """A command's body ended: signals are remembered again, not raised (no-op unless managed)."""
+    _install(_record)

@@ -77,7 +77,8 @@ def bench(
                                           help="Intra-op threads for every backend (default: the backend's own)."),
     device: Device = typer.Option(Device.auto, "--device", help="torch device (auto: cuda when torch sees a GPU)."),
     ma_op: MaOp = typer.Option(MaOp.auto, "--ma-op",
-                               help="MA op form in the exported ONNX (auto: inline for openvino, fused otherwise)."),
+                               help="MA op form in the exported ONNX: fused (one MaskAttentionMul function per "
+                                    "site) or inline (plain ONNX ops); auto is fused on every backend."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", file_okay=False,
                                        help="Output folder (default: benchmarks/results/<machine>/)."),
     name: str = typer.Option("bench", "--name", help="Stem of the output files."),
@@ -133,6 +134,13 @@ def bench(
         notes: list[str] = []
         targets, _skips = latency.plan(config, notes)
         if not targets and not pipeline:
+            from manet_edge.benchmarks.targets import ZOO_NEEDS_TORCH
+            from manet_edge.errors import BackendUnavailableError
+
+            if _skips and all(s.reason == ZOO_NEEDS_TORCH or "not installed" in s.reason for s in _skips) \
+                    and any(s.reason == ZOO_NEEDS_TORCH for s in _skips):
+                raise BackendUnavailableError("torch", "train", "zoo models are built with torch; without it, "
+                                              "time .onnx files or --models defaults")
             typer.echo("error: nothing to run on this machine (every target was skipped):", err=True)
             for s in _skips:
                 typer.echo(f"  {s.what}: {s.reason}", err=True)

@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         onnx: Path = typer.Argument(..., exists=True, dir_okay=False,
                                     help="Exported ONNX (for TensorRT 11 fp16/int8: the *.fp16.onnx / *.int8.onnx)."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", dir_okay=False,
-                                           help="Engine path [default: <onnx stem>.<precision>.engine]."),
+                                           help="Engine path (default: <onnx stem>.<precision>.engine beside the ONNX)."),
         precision: Precision = typer.Option(Precision.fp32, "--precision", "-p",
                                                   help="Engine precision; checked after the build."),
         batch: Optional[int] = typer.Option(None, "--batch", min=1,
@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
         workspace_mb: int = typer.Option(1024, "--workspace-mb", min=1, help="Builder workspace limit in MiB."),
         timing_cache: Optional[Path] = typer.Option(
             None, "--timing-cache", dir_okay=False,
-            help="Timing cache to reuse and update [default: beside the engine, per TensorRT version and GPU]."),
+            help="Timing cache to reuse and update (default: beside the engine, one per TensorRT version and GPU)."),
         dla_core: Optional[int] = typer.Option(None, "--dla-core", min=0,
                                                help="Build for this DLA core (Jetson, TensorRT 10.x, fp16/int8)."),
         calibration_data: Optional[Path] = typer.Option(

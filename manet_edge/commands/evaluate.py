@@ -32,10 +32,11 @@ def register(app: typer.Typer) -> None:
 
     @ev.command("cls")
     def eval_cls(
-        checkpoints: List[Path] = typer.Argument(..., exists=True, dir_okay=False,
+        checkpoints: List[Path] = typer.Argument(..., exists=True, dir_okay=False, metavar="CHECKPOINT",
                                                  help="Classifier checkpoints; several seeds are aggregated like Table 2."),
         data: Path = typer.Option(..., "--data", exists=True, file_okay=False, help="Data root with cls/<class>/."),
-        splits: Path = typer.Option(Path("splits/cls.json"), exists=True, dir_okay=False),
+        splits: Path = typer.Option(Path("splits/cls.json"), exists=True, dir_okay=False,
+                                    help="Split file from training."),
         split: str = typer.Option("test", help="train, val or test."),
         segmenter: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
                                                  help="Override the segmenter recorded in the checkpoint."),

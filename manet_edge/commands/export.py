@@ -49,7 +49,8 @@ SEG_NAME = "segmenter"
 CLS_NAME = "classifier"
 
 
-def _fail(exc: Exception, code: int = 1) -> typer.Exit:
+def _fail(exc: Exception, code: int = 2) -> typer.Exit:
+    """Print ``exc`` as one line; the :class:`typer.Exit` to raise (2: nothing was done, as in every command)."""
     typer.echo(f"error: {exc}", err=True)
     return typer.Exit(code)
 
@@ -77,7 +78,7 @@ def register(app: typer.Typer) -> None:
                                                      "(e.g. resnet50-ma; see `manet-edge train --help`)."),
         out: Path = typer.Option(Path("exported"), "--out", "-o", file_okay=False, help="Output folder."),
         size: Optional[int] = typer.Option(None, "--size", min=32,
-                                           help="Input H = W [default: the checkpoint's image_size, else 512]."),
+                                           help="Input height = width in pixels (default: the checkpoint's image_size, else 512)."),
         batch: str = typer.Option("dynamic", "--batch", help="Batch dimension: 'dynamic' (H x W stay fixed)."),
         ma_op: MaOp = typer.Option(MaOp.fused, "--ma-op",
                                    help="MA sites as one manet_edge::MaskAttentionMul node each (a local "
@@ -92,7 +93,7 @@ def register(app: typer.Typer) -> None:
                                                  help="X-rays for int8 calibration (segmented with the exported "
                                                       "or --calib-seg segmenter)."),
         calib_seg: Optional[Path] = typer.Option(None, "--calib-seg", exists=True, dir_okay=False,
-                                                 help="Segmenter ONNX for calibration [default: the one exported]."),
+                                                 help="Segmenter ONNX that segments the calibration X-rays (default: the one exported now)."),
         calib_limit: int = typer.Option(64, "--calib-limit", min=1, help="Most calibration images to use."),
         calib_method: CalibMethod = typer.Option(
             CalibMethod.minmax, "--calib-method",

@@ -12,15 +12,17 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("gradcam")
     def gradcam_cmd(
-        checkpoints: List[Path] = typer.Argument(..., exists=True, dir_okay=False, help="Classifier checkpoints (.pt)."),
+        checkpoints: List[Path] = typer.Argument(..., exists=True, dir_okay=False, metavar="CHECKPOINT", help="Classifier checkpoints (.pt)."),
         data: Path = typer.Option(..., "--data", exists=True, file_okay=False, help="Data root with cls/<class>/."),
-        splits: Path = typer.Option(Path("splits/cls.json"), exists=True, dir_okay=False),
-        split: str = typer.Option("test"),
+        splits: Path = typer.Option(Path("splits/cls.json"), exists=True, dir_okay=False,
+                                    help="Split file from training."),
+        split: str = typer.Option("test", help="train, val or test."),
         out: Path = typer.Option(Path("runs/gradcam"), help="Folder for overlay PNGs and gradcam.json."),
         limit: int = typer.Option(0, help="Only the first N images per checkpoint (0 = all)."),
         overlays: int = typer.Option(10, help="Save overlay PNGs for the first N images."),
         cache: Path = typer.Option(Path("runs/cache"), help="Segmented-image cache folder."),
-        segmenter: Optional[Path] = typer.Option(None, exists=True, dir_okay=False),
+        segmenter: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
+                                                 help="Override the segmenter recorded in the checkpoint."),
     ) -> None:
         """Grad-CAM at the last block of each model; reports the mean heat fraction inside the lung mask."""
         import numpy as np

@@ -36,16 +36,16 @@ def test_help_works_without_tensorrt(app, no_tensorrt):
         assert opt in res.output
 
 
-def test_build_without_tensorrt_exits_nonzero_naming_the_extra(app, tiny_onnx, no_tensorrt):
+def test_build_without_tensorrt_exits_2_naming_the_extra(app, tiny_onnx, no_tensorrt):
     res = _run(app, "build", tiny_onnx, "--precision", "fp16")
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     assert "pip install 'manet-edge[trt]'" in res.output
     assert not (tiny_onnx.parent / "classifier.fp16.engine").exists()
 
 
 def test_bad_profile_is_reported_before_tensorrt(app, tiny_onnx, no_tensorrt):
     res = _run(app, "build", tiny_onnx, "--batch", 4, "--max-batch", 8)
-    assert res.exit_code == 1 and "not both" in res.output
+    assert res.exit_code == 2 and "not both" in res.output
 
 
 def test_build_and_inspect_with_fake_tensorrt(app, tiny_onnx, fake_trt, fake_cuda, tmp_path):
@@ -80,7 +80,7 @@ def test_inspect_without_manifest(app, tmp_path):
     engine = tmp_path / "foreign.engine"
     engine.write_bytes(b"x")
     res = _run(app, "inspect", engine)
-    assert res.exit_code == 1 and "no engine manifest" in res.output
+    assert res.exit_code == 2 and "no engine manifest" in res.output
 
 
 def test_command_module_imports_nothing_heavy():

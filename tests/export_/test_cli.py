@@ -40,7 +40,7 @@ def test_help_lists_options_and_does_not_import_torch():
 ])
 def test_option_errors_name_the_fix(app, tmp_path, args, phrase):
     result = CliRunner().invoke(app, ["export", "--out", str(tmp_path), *args])
-    assert result.exit_code == 1 and phrase in result.output
+    assert result.exit_code == 2 and phrase in result.output  # usage errors: 2 in every command
 
 
 def test_tiny_export_with_verify_and_no_overwrite(app, tmp_path):
@@ -52,7 +52,7 @@ def test_tiny_export_with_verify_and_no_overwrite(app, tmp_path):
     assert (tmp_path / "classifier.onnx").is_file() and (tmp_path / "classifier.fp16.onnx").is_file()
     assert "fused vs inline (blobs)" in result.output and "parity: ok" in result.output
     again = CliRunner().invoke(app, args)
-    assert again.exit_code == 1 and "--overwrite" in again.output
+    assert again.exit_code == 2 and "--overwrite" in again.output
 
 
 def test_engine_jobs_pick_the_requested_precision(tmp_path):
