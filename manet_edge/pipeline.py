@@ -39,7 +39,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from manet_edge import CLASSES
-from manet_edge.config import PostprocessConfig, from_dict
+from manet_edge.config import PostprocessConfig
 from manet_edge.errors import BadInputError, ManetEdgeError, ModelError, RunInterrupted
 from manet_edge.io import load_image
 from manet_edge.postprocess import clean_mask, lung_fraction, plausibility_flags
@@ -210,13 +210,14 @@ def walk_folder(folder: Path, *, exclude: Sequence[Path] = ()) -> list[InputFile
 
 
 def postprocess_config(card: Any) -> PostprocessConfig:
-    """The segmenter card's :class:`PostprocessConfig` (threshold from ``mask_threshold`` if absent)."""
-    data = dict(card.postprocess or {})
-    data.setdefault("threshold", float(card.mask_threshold))
+    """The segmenter card's :class:`PostprocessConfig` (threshold from ``mask_threshold`` if absent);
+    checked by :func:`manet_edge.metadata.validate_postprocess`."""
+    from manet_edge.metadata import validate_postprocess
+
     try:
-        return from_dict(PostprocessConfig, data)
-    except (ManetEdgeError, TypeError) as exc:
-        raise ModelError(f"segmenter model card: bad 'postprocess' entry ({exc})") from exc
+        return validate_postprocess(card.postprocess or {}, card.mask_threshold)
+    except ModelError as exc:
+        raise ModelError(f"segmenter model card: bad 'postprocess' entry ({exc})") from None
 
 
 def _spatial(shape: tuple[int | None, ...], kind: str, name: str, size: int, channels: int, path: Any) -> None:
@@ -255,6 +256,30 @@ def check_models(seg: Runner, cls: Runner) -> None:
     if out is None or len(out) != 2 or (out[1] is not None and out[1] != len(CLASSES)):
         raise ModelError(f"{cls.path}: classifier output 'logits' must be (N, {len(CLASSES)}), it is {out}")
     postprocess_config(sc)
+
+
+def probe_classifier(cls: Runner) -> None:
+    """Run the classifier once on a blank input when the file leaves its class dimension open.
+
+    A model that returns another number of logits than its card has classes is refused
+    (:class:`ModelError`) before any file runs, not after the whole folder.
+    """
+    out = cls.output_shapes.get("logits")
+    if out is None or len(out) != 2 or out[1] is not None:
+        return  # fixed in the file: check_models compared it with the card
+    card = cls.card
+    n = next((d for d in (cls.input_shapes["image"][0],) if isinstance(d, int) and d > 0), 1)
+    feed = {"image": np.zeros((n, card.in_channels, card.input_size, card.input_size), np.float32)}
+    if "mask" in cls.input_shapes:
+        feed["mask"] = np.ones((n, 1, card.input_size, card.input_size), np.float32)
+    try:
+        logits = np.asarray(cls.infer(feed)["logits"])
+    except Exception as exc:
+        raise ModelError(f"{cls.path}: the classifier fails on a probe input ({_message(exc)})") from exc
+    if logits.ndim != 2 or logits.shape[1] != len(card.classes):
+        raise ModelError(f"{cls.path}: the classifier returns logits of shape {tuple(logits.shape)}, but its model "
+                         f"card names {len(card.classes)} classes {list(card.classes)}; the file and its card "
+                         "disagree")
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -321,6 +346,7 @@ class Pipeline:
             self.seg.activate()
             self.cls.activate()
             check_models(self.seg, self.cls)
+            probe_classifier(self.cls)
             if self.config.streams > 1:
                 for r in (self.seg, self.cls):
                     if not r.concurrent:
