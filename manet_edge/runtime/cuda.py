@@ -28,13 +28,25 @@ from manet_edge.errors import BackendUnavailableError, ManetEdgeError
 BACKENDS = ("auto", "cuda-python", "pycuda")
 
 
+NO_GPU_ERRORS = ("cudaErrorInsufficientDriver", "cudaErrorNoDevice", "CUDA_ERROR_NO_DEVICE",
+                 "CUDA_ERROR_NOT_INITIALIZED", "cudaErrorInitializationError")
+"""CUDA errors that mean this machine has no usable NVIDIA GPU or driver (CUDA reports a missing
+driver as an "insufficient" one)."""
+
+
 class CudaError(ManetEdgeError, RuntimeError):
-    """A CUDA call failed; the message names the call and CUDA's error string."""
+    """A CUDA call failed; the message names the call and CUDA's error string.
+
+    Where the error means that there is no GPU or driver at all, the message says so first
+    (``no_gpu`` is true): "cudaErrorInsufficientDriver" alone reads like an outdated driver.
+    """
 
     def __init__(self, call_name: str, error: str):
         self.call_name = call_name
         self.error = error
-        super().__init__(f"CUDA call {call_name} failed: {error}")
+        self.no_gpu = any(code in str(error) for code in NO_GPU_ERRORS)
+        prefix = "no CUDA GPU/driver found: " if self.no_gpu else ""
+        super().__init__(f"{prefix}CUDA call {call_name} failed: {error}")
 
 
 def _is_success(err: Any) -> bool:

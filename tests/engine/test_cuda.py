@@ -30,6 +30,13 @@ def test_check_raises_with_call_name_and_error_string():
         check((cudaError_t.cudaErrorMemoryAllocation, 0), "cudaMalloc", describe=lambda e: "out of memory")
     assert exc.value.call_name == "cudaMalloc"
     assert str(exc.value) == "CUDA call cudaMalloc failed: cudaErrorMemoryAllocation (out of memory)"
+    assert not exc.value.no_gpu
+
+
+def test_a_missing_driver_is_called_so():
+    exc = cuda_mod.CudaError("cudaSetDevice", "cudaErrorInsufficientDriver (CUDA driver version is insufficient "
+                                              "for CUDA runtime version)")
+    assert exc.no_gpu and str(exc).startswith("no CUDA GPU/driver found: CUDA call cudaSetDevice failed")
 
 
 def test_check_survives_a_broken_describer():

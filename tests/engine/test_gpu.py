@@ -20,7 +20,11 @@ pytestmark = pytest.mark.gpu
 def cuda_api():
     try:
         return load_backend("auto")
-    except (BackendUnavailableError, CudaError) as exc:
+    except CudaError as exc:
+        if exc.no_gpu:
+            pytest.skip("no CUDA GPU/driver found")
+        pytest.skip(f"needs CUDA (cuda-python or pycuda) and a GPU: {exc}")
+    except BackendUnavailableError as exc:
         pytest.skip(f"needs CUDA (cuda-python or pycuda) and a GPU: {exc}")
 
 
