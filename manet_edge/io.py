@@ -28,6 +28,15 @@ MAX_PIXELS = 100_000_000
 """Images with more pixels than this are rejected before decoding (a CXR is ~3000x3000 = 9 Mpx)."""
 MIN_SIDE = 32
 """Images with a side shorter than this cannot hold a chest X-ray."""
+MAX_SPAN = 0.99 * float(np.finfo(np.float32).max)
+"""A (float) image whose values span more than this would overflow float32 when min-max scaled."""
+_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"II*\x00": "TIFF", b"MM\x00*": "TIFF",
+               b"BM": "BMP"}
+"""File signatures of the formats Pillow decodes here (a file that starts with one is corrupt, not foreign)."""
+
+
+class _NotRecognised(BadInputError):
+    """Pillow does not recognise the file (see :func:`load_image`: it may still be raw DICOM)."""
 
 _EXIF_ORIENTATION = 0x0112
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -70,13 +79,25 @@ def load_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if is_dicom(path):
         arr = _load_dicom(path, max_pixels)
     else:
-        arr = _load_pillow(path, max_pixels)
+        try:
+            arr = _load_pillow(path, max_pixels)
+        except _NotRecognised as not_an_image:
+            if not _may_be_raw_dicom(path):
+                raise
+            try:  # a DICOM data set written without preamble and file meta, under any name
+                arr = _load_dicom(path, max_pixels)
+            except BadInputError:
+                raise not_an_image from None
     if arr.ndim != 2:
         raise BadInputError(f"decoded to shape {arr.shape}, expected a 2-D grey image", path)
     if min(arr.shape) < MIN_SIDE:
         raise BadInputError(f"image is too small ({arr.shape[1]}x{arr.shape[0]} px; need at least {MIN_SIDE} px a side)", path)
     if not np.isfinite(arr).all():
         raise BadInputError("image contains NaN or infinite values", path)
+    lo, hi = float(arr.min()), float(arr.max())
+    if hi - lo > MAX_SPAN:
+        raise BadInputError(f"intensity range is too wide to process (values from {lo:g} to {hi:g}); save the image "
+                            "with a usual range (e.g. 0-65535 or 0-1)", path)
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
@@ -106,13 +127,55 @@ def _load_pillow(path: Path, max_pixels: int) -> np.ndarray:
     except BadInputError:
         raise
     except UnidentifiedImageError as exc:
-        raise BadInputError("not a recognised image file (PNG, JPEG, BMP, TIFF or DICOM)", path) from exc
+        kind = _signature(path)
+        if kind is not None:  # e.g. a PNG whose header checksum is wrong: Pillow's PNG reader refuses it
+            raise BadInputError(f"corrupt {kind} file: it starts like a {kind} but cannot be decoded "
+                                f"({_pillow_reason(path) or exc})", path) from exc
+        raise _NotRecognised("not a recognised image file (PNG, JPEG, BMP, TIFF or DICOM)", path) from exc
     except Image.DecompressionBombError as exc:
         raise BadInputError(f"image is too large: {exc}", path) from exc
     except PermissionError as exc:
         raise BadInputError(f"cannot read file: {exc.strerror or exc}", path) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise BadInputError(f"corrupt or truncated image: {exc}", path) from exc
+
+
+def _head(path: Path, n: int = 16) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(n)
+    except OSError:
+        return b""
+
+
+def _signature(path: Path) -> str | None:
+    """The image format whose signature ``path`` starts with, else None."""
+    head = _head(path)
+    return next((kind for magic, kind in _SIGNATURES.items() if head.startswith(magic)), None)
+
+
+def _pillow_reason(path: Path) -> str:
+    """Why Pillow's reader for the file's own format refuses it (PNG only: the CRC message), else ''."""
+    if _signature(path) != "PNG":
+        return ""
+    from PIL import PngImagePlugin
+
+    try:
+        with open(path, "rb") as fh:
+            PngImagePlugin.PngImageFile(fh).close()
+    except Exception as exc:  # the reason is what we want
+        return str(exc)
+    return ""
+
+
+def _may_be_raw_dicom(path: Path) -> bool:
+    """True when ``path`` may be a DICOM data set written without preamble and file meta: it starts
+    with a tag of an even (standard) group below the pixel data, little-endian."""
+    head = _head(path, 4)
+    if len(head) < 4:
+        return False
+    group = int.from_bytes(head[:2], "little")
+    return group % 2 == 0 and 0x0002 <= group <= 0x7FE0
 
 
 def _pil_to_gray(im, path: Path) -> np.ndarray:
@@ -146,7 +209,9 @@ def _read_dicom(path: Path):
     from pydicom.errors import InvalidDicomError
 
     try:
-        return pydicom.dcmread(path)
+        ds = pydicom.dcmread(path)
+        _add_transfer_syntax(ds)  # a preamble but no file meta group
+        return ds
     except InvalidDicomError as exc:
         first = exc
     except Exception as exc:  # pydicom raises many types (EOFError, struct.error, ...) on truncated files
@@ -158,7 +223,26 @@ def _read_dicom(path: Path):
         raise BadInputError(f"not a valid DICOM file: {first}", path) from exc
     if "PixelData" not in ds or "Rows" not in ds:
         raise BadInputError(f"not a valid DICOM file: {first}", path)
+    _add_transfer_syntax(ds)
     return ds
+
+
+def _add_transfer_syntax(ds) -> None:
+    """Give a data set read without file meta the transfer syntax it was read in (pydicom needs one
+    to decode the pixels; an uncompressed data set is implicit or explicit VR, little or big endian)."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return
+    implicit, little = getattr(ds, "original_encoding", (True, True))
+    if implicit is None:
+        implicit = True
+    uid = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little is not False else ExplicitVRBigEndian
+    if meta is None:
+        ds.file_meta = meta = FileMetaDataset()
+    meta.TransferSyntaxUID = uid
 
 
 def _load_dicom(path: Path, max_pixels: int) -> np.ndarray:

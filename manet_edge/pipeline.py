@@ -374,8 +374,10 @@ class Pipeline:
             if item.src.error:
                 raise BadInputError(item.src.error, item.src.path)
             image = load_image(item.src.path)
-            if float(image.max()) - float(image.min()) <= 1e-6 * max(1.0, abs(float(image.max()))):
-                raise BadInputError(f"image is blank (every pixel is {float(image.max()):g})", item.src.path)
+            lo, hi = float(image.min()), float(image.max())
+            if hi - lo <= 1e-6 * max(1.0, abs(hi)):
+                what = f"every pixel is {hi:g}" if hi == lo else f"no contrast: every pixel is within {lo:g} to {hi:g}"
+                raise BadInputError(f"image is blank ({what})", item.src.path)
             item.orig_shape = (int(image.shape[0]), int(image.shape[1]))
             seg_in = seg_input(image, self.seg.card.input_size)
             item.seg_in = np.repeat(seg_in, self.seg.card.in_channels, axis=0) if self.seg.card.in_channels != 1 else seg_in

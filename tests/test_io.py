@@ -162,3 +162,54 @@ def test_non_dicom_with_dcm_suffix(tmp_path):
     (tmp_path / "fake.dcm").write_text("hello, not DICOM at all" * 10)
     with pytest.raises(BadInputError, match="not a valid DICOM file|DICOM"):
         load_image(tmp_path / "fake.dcm")
+
+
+def _raw_dicom(path, array, *, implicit: bool):
+    """A DICOM data set written with no preamble and no file meta group (what some tools export)."""
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.Modality = "DX"
+    ds.Rows, ds.Columns = array.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = np.ascontiguousarray(array, dtype=np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=False, implicit_vr=implicit, little_endian=True)
+    return path
+
+
+@pytest.mark.parametrize("name,implicit", [("raw.dcm", True), ("raw_explicit.dcm", False), ("raw_no_suffix", True)])
+def test_raw_dicom_without_file_meta_decodes(tmp_path, synth, name, implicit):
+    a = synth.xray(SIZE, 5, bits=12)
+    got = load_image(_raw_dicom(tmp_path / name, a, implicit=implicit))
+    np.testing.assert_array_equal(got, a.astype(np.float32))
+
+
+def test_a_png_with_a_bad_checksum_is_corrupt_not_foreign(tmp_path, synth):
+    data = bytearray(synth.save_png(tmp_path / "good.png", synth.xray(SIZE, 2)).read_bytes())
+    data[29] ^= 0xFF  # the IHDR chunk's CRC
+    (tmp_path / "badcrc.png").write_bytes(bytes(data))
+    with pytest.raises(BadInputError, match=r"corrupt PNG file.*checksum"):
+        load_image(tmp_path / "badcrc.png")
+
+
+def test_a_float_tiff_beyond_float32_range_is_an_input_error(tmp_path, synth):
+    wide = synth.xray(SIZE, 3).astype(np.float64) / 255 * 6.8e38 - 3.4e38
+    Image.fromarray(wide.astype(np.float32)).save(tmp_path / "wide.tif")
+    with pytest.raises(BadInputError, match="intensity range is too wide"):
+        load_image(tmp_path / "wide.tif")
+    big = synth.xray(SIZE, 3).astype(np.float32) * 1e36  # large but within float32: fine
+    Image.fromarray(big).save(tmp_path / "big.tif")
+    assert np.isfinite(load_image(tmp_path / "big.tif")).all()
+
+
+def test_a_wide_float_tiff_is_an_input_error_row_not_a_segmenter_error(tmp_path, synth, seg_model, cls_model):
+    from manet_edge.pipeline import Pipeline, walk_folder
+    from manet_edge.runtime import create_runner
+
+    wide = synth.xray(SIZE, 3).astype(np.float64) / 255 * 6.8e38 - 3.4e38
+    Image.fromarray(wide.astype(np.float32)).save(tmp_path / "wide.tif")
+    with Pipeline(create_runner(seg_model, threads=1), create_runner(cls_model, threads=1)) as pipe:
+        (row,) = pipe.run(walk_folder(tmp_path))
+    assert row.status == "error" and "intensity range" in row.error and "segmenter" not in row.error
