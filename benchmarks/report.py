@@ -23,6 +23,16 @@ def _f(v: Any, spec: str = ".2f") -> str:
     return "" if v is None else format(v, spec)
 
 
+def _inline(value: Any) -> str:
+    """A value for a line of Markdown: ``k=v, ...`` for a mapping, ``a / b / c`` for a list, never a
+    Python repr."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_inline(v)}" for k, v in value.items()) or "none"
+    if isinstance(value, (list, tuple)):
+        return " / ".join(_inline(v) for v in value) or "none"
+    return "n/a" if value is None else str(value)
+
+
 def _table(header: list[str], rows: Iterable[list[str]], align: str | None = None) -> list[str]:
     align = align or "l" + "r" * (len(header) - 1)
     sep = ["---:" if a == "r" else "---" for a in align]
@@ -54,7 +64,8 @@ def env_lines(env: dict[str, Any]) -> list[str]:
              f"- CPU: {cpu.get('model')}, {cpu.get('logical_cores')} logical / {cpu.get('physical_cores')} physical "
              f"cores ({cpu.get('usable_cores')} usable); ISA: {', '.join(cpu.get('isa') or []) or 'n/a'}; "
              f"memory {env.get('memory_gib')} GiB",
-             f"- load average (1/5/15 min): start {env.get('load_average_start')}, end {env.get('load_average_end')}",
+             f"- load average (1/5/15 min): start {_inline(env.get('load_average_start'))}, "
+             f"end {_inline(env.get('load_average_end'))}",
              f"- time (UTC): {env.get('time_utc')} to {env.get('time_utc_end')}"]
     gpu = env.get("gpu") or {}
     if gpu.get("gpus"):
@@ -70,7 +81,7 @@ def env_lines(env: dict[str, Any]) -> list[str]:
         lines.extend(f"- **warning**: {w}" for w in jet.get("warnings", []))
     lines.append("- libraries: " + ", ".join(f"{k} {v}" for k, v in libs.items()))
     if env.get("threads"):
-        lines.append(f"- threads: {env['threads']}")
+        lines.append(f"- threads: {_inline(env['threads'])}")
     return lines
 
 
@@ -147,7 +158,7 @@ def markdown(doc: dict[str, Any]) -> str:
         out += [""]
     if doc.get("notes") or doc.get("power"):
         out += ["## Notes", ""] + [f"- {n}" for n in doc.get("notes", [])]
-        out += [f"- power: {doc.get('power')}", ""]
+        out += [f"- power: {_inline(doc.get('power'))}", ""]
     return "\n".join(out)
 
 

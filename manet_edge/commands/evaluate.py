@@ -26,7 +26,8 @@ def register(app: typer.Typer) -> None:
 
         result = eval_segmenter(checkpoint, data, splits, split)
         typer.echo(seg_table(result))
-        typer.echo(f"paper (512 px ResUNet34, IoU %): {result['paper_iou_percent']}")
+        paper = result.get("paper_iou_percent") or {}
+        typer.echo("\npaper (512 px ResUNet34), IoU %: " + ", ".join(f"{k} {v:.2f}" for k, v in paper.items()))
         if json_out:
             atomic_write_text(json_out, json.dumps(result, indent=1) + "\n")
 

@@ -67,7 +67,7 @@ def test_markdown_has_every_section(doc):
     assert "manet-edge bench --models resnet18,resnet18-ma --sizes 64" in md
     assert "| resnet18 | 64 | 1 | openvino | bf16 | perf_counter | 5.00 | 5.50 | 6.00 | 4.50 | 6.50 | 200.00 | 226.0 | 0.250 |" in md
     assert "| resnet18-ma | 64 | 1 | openvino | bf16 | 1.100 | 1.010-1.090 | 1.040 | 3 | 1.0009 |" in md
-    assert "start [1.0, 1.0, 1.0], end [2.0, 1.0, 1.0]" in md and "Test CPU" in md
+    assert "start 1.0 / 1.0 / 1.0, end 2.0 / 1.0 / 1.0" in md and "Test CPU" in md
     assert "| onnxruntime | fp32 | 1.00 | 1.00 | 1.00 | 1.00 | 1.00 | 1.00 | 50.00 |" in md
     assert "| resnet18 | 64 | 11.17 | 568.00 |  | 1.130 |" in md
     assert "skipped tensorrt: tensorrt is not installed" in md and "a note" in md
@@ -122,3 +122,11 @@ def test_load_rejects_other_files(tmp_path):
     (tmp_path / "y.json").write_text("{broken")
     with pytest.raises(BadInputError, match="cannot read"):
         report.load(tmp_path / "y.json")
+
+
+def test_markdown_has_no_python_reprs(doc):
+    doc["env"]["threads"] = {"torch_threads": 2, "onnxruntime": None}
+    doc["power"] = {"source": "jtop", "rails": ["VDD_IN", "VDD_CPU"]}
+    md = report.markdown(doc)
+    assert "{'" not in md and "['" not in md and "[1.0" not in md, md
+    assert "- threads: torch_threads=2, onnxruntime=n/a" in md and "- power: source=jtop, rails=VDD_IN / VDD_CPU" in md
