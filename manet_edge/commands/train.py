@@ -48,6 +48,26 @@ class Balance(str, Enum):
     sqrt = "sqrt"
 
 
+LOG_REFRESH_S = "60"
+"""Seconds between progress-bar refreshes when stderr is a log, not a terminal."""
+
+
+def _progress_for_logs() -> None:
+    """When stderr is not a terminal (a log file, ``nohup``, CI), redraw tqdm's bars at most once a
+    minute, so a log gets a line now and then instead of a '\\r' frame ten times a second. Must run
+    before tqdm is imported (tqdm reads ``TQDM_*`` defaults then); an explicit
+    ``TQDM_MININTERVAL`` is kept."""
+    import os
+    import sys
+
+    try:
+        tty = sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    if not tty:
+        os.environ.setdefault("TQDM_MININTERVAL", LOG_REFRESH_S)
+
+
 def register(app: typer.Typer) -> None:
     train = typer.Typer(help="Train the stage-1 segmenter or a stage-2 classifier (needs the 'train' extra).",
                         no_args_is_help=True)
@@ -73,6 +93,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", help="auto, cpu or cuda."),
     ) -> None:
         """Train the UNet lung segmenter (Dice loss, Adam; paper augmentation)."""
+        _progress_for_logs()
         from manet_edge.config import SegModelConfig
         from manet_edge.models.unet import PAPER_SEG
         from manet_edge.train.dist import init_distributed, shutdown
@@ -148,6 +169,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", help="auto, cpu or cuda."),
     ) -> None:
         """Train a stage-2 classifier on images segmented by the stage-1 model (SGD, cosine, CE)."""
+        _progress_for_logs()
         from manet_edge.train.cls import train_classifier
         from manet_edge.train.dist import init_distributed, shutdown
         from manet_edge.train.loop import preset as make_preset
