@@ -187,3 +187,20 @@ def test_empty_masks_count_as_failed_not_flagged(app, image_folder, tmp_path, sy
     assert res.exit_code == 1
     assert _meta(out)["summary"] == {"files": 6, "ok": 0, "failed": 6, "flagged": 0}
     assert "6 files: 0 ok, 6 failed" in res.stdout and "flagged" not in res.stdout
+
+
+def test_a_missing_backend_is_named_before_the_models(app, image_folder, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # not importable, whether installed or not
+    res = run(app, image_folder, "--out", tmp_path / "o", "--backend", "tensorrt")
+    assert res.exit_code == 2 and "pip install 'manet-edge[trt]'" in res.stderr
+    assert "missing" not in res.stderr and "engine" not in res.stderr.split("pip install")[0]
+
+
+def test_no_bundled_torch_models_is_not_a_broken_install(app, image_folder, tmp_path):
+    pytest.importorskip("torch")
+    res = run(app, image_folder, "--out", tmp_path / "o", "--backend", "torch")
+    assert res.exit_code == 2
+    assert "none ship with manet-edge" in res.stderr and "--models DIR" in res.stderr
+    assert "bundled default models are missing" not in res.stderr
