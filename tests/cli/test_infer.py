@@ -8,24 +8,11 @@ import os
 
 import numpy as np
 import pytest
-import typer
 from PIL import Image
 from typer.testing import CliRunner
 
 from manet_edge.commands import infer as infer_cmd
 from manet_edge.results import CSV_COLUMNS
-
-
-@pytest.fixture(scope="module")
-def app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        """Test root (keeps `infer` a sub-command)."""
-
-    infer_cmd.register(app)
-    return app
 
 
 def run(app, *args):

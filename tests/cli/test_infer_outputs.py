@@ -14,24 +14,10 @@ import os
 
 import onnx
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from manet_edge.commands import infer as infer_cmd
 from manet_edge.fileutil import OutputLock
 from manet_edge.metadata import CARD_KEY
-
-
-@pytest.fixture(scope="module")
-def app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        """Test root (keeps `infer` a sub-command)."""
-
-    infer_cmd.register(app)
-    return app
 
 
 def run(app, *args):
