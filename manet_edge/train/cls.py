@@ -33,7 +33,7 @@ def segment_items(root: Path, items: list[Item], segmenter: Path, size: int, *, 
                   batch_size: int = 16, quiet: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(images in [0,1] (N,1,size,size) float32, cleaned predicted masks (N,1,size,size) float32)."""
     seg_sha = file_sha256(segmenter)
-    key = hashlib.sha256(json.dumps([seg_sha, size, [it.path for it in items]]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps(["float32", seg_sha, size, [it.path for it in items]]).encode()).hexdigest()[:16]
     cache = Path(cache_dir) / f"cls_{size}px_{key}.npz" if cache_dir else None
     if cache is not None and cache.exists():
         with np.load(cache) as z:
@@ -55,7 +55,8 @@ def segment_items(root: Path, items: list[Item], segmenter: Path, size: int, *, 
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")  # several runs may fill the cache at once
-        np.savez(tmp, images=images.astype(np.float16), masks=masks.astype(np.uint8))
+        # float32: the cached image is exactly what the runtime computes (float16 moved a test prediction)
+        np.savez(tmp, images=images, masks=masks.astype(np.uint8))
         tmp.replace(cache)
     return images, masks
 
