@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import io
 import json
 import os
@@ -40,6 +39,7 @@ import numpy as np
 from manet_edge import CLASSES, __version__
 from manet_edge.errors import ManetEdgeError
 from manet_edge.fileutil import atomic_write_bytes, atomic_write_text, check_can_write, printable_name
+from manet_edge.runtime.engine_manifest import sha256_file
 
 GOLDEN_FORMAT = "manet-edge-golden"
 GOLDEN_VERSION = 1
@@ -110,12 +110,6 @@ class RunOutput:
     label: str = ""
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def machine_info() -> dict[str, Any]:

@@ -9,7 +9,6 @@ pipeline treats it exactly like an exported model.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +18,9 @@ from manet_edge import CLASSES
 from manet_edge.errors import BackendUnavailableError, BadInputError, ModelError
 from manet_edge.metadata import ModelCard
 from manet_edge.runtime.base import Runner
+from manet_edge.runtime.engine_manifest import sha256_file as _sha256
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def card_from_checkpoint(ckpt: dict[str, Any], path: Path) -> ModelCard:
