@@ -72,7 +72,16 @@ def main() -> None:
     from manet_edge.signals import manage_signals
 
     manage_signals()
-    app()
+    try:
+        app()
+        code: int | str | None = 0
+    except SystemExit as exc:
+        code = exc.code
+    # Not the interpreter's own exit: that resets SIGINT/SIGTERM to "die silently" before its
+    # slow native teardown, and a signal there killed finished runs (exit -2/-15).
+    from manet_edge.signals import exit_process
+
+    exit_process(code)
 
 
 if __name__ == "__main__":

@@ -144,3 +144,40 @@ def command_started() -> None:
 def command_ended() -> None:
     """A command's body ended: signals are remembered again, not raised (no-op unless managed)."""
     _install(_record)
+
+
+def exit_process(code: int | str | None) -> "NoReturn":  # noqa: F821 - typing only
+    """End the command-line process with ``code`` and no unprotected window for a signal.
+
+    A normal interpreter exit resets SIGINT/SIGTERM to the operating system's default (the process
+    dies, exit -2/-15, no message) and only *then* tears down modules and native sessions, which
+    for ONNX Runtime/OpenVINO takes a few tenths of a second. A signal landing there turned a
+    finished run into a silent kill. Here the exit handlers (:mod:`atexit`, which includes
+    :func:`logging.shutdown`) run while this module's handlers still only record signals, the
+    standard streams are flushed, and the process ends at once with :func:`os._exit`. All results
+    are already on disk (written through temporary files and renamed) before this is called.
+    """
+    import atexit
+    import os
+
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message"): the interpreter prints it and exits 1
+        try:
+            sys.stderr.write(f"{code}\n")
+        except (OSError, ValueError):
+            pass
+        status = 1
+    try:
+        atexit._run_exitfuncs()
+    except BaseException:  # an exit handler failing must not leave the process running
+        pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):  # closed pipe (``| head``): nothing more can be said
+            status = status or 1
+    os._exit(status & 0xFF if status >= 0 else 1)
