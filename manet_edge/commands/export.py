@@ -103,6 +103,16 @@ def register(app: typer.Typer) -> None:
         verify: bool = typer.Option(False, "--verify",
                                     help="Check torch vs ONNX Runtime (and fused vs inlined MA) and print a table."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
+        heatmap_output: bool = typer.Option(True, "--heatmap-output/--no-heatmap-output",
+                                            help="Classifier: add the last feature map as a second output "
+                                                 "'features' (infer --save-heatmaps, the out-of-distribution score)."),
+        ood_data: Optional[Path] = typer.Option(None, "--ood-data", exists=True, file_okay=False,
+                                                help="Data root (DATA.md layout): fit the out-of-distribution score "
+                                                     "on its training split and store it in the classifier's card."),
+        ood_splits: Optional[Path] = typer.Option(None, "--ood-splits", exists=True, dir_okay=False,
+                                                  help="Split file for --ood-data (e.g. splits/cls.json)."),
+        ood_seg: Optional[Path] = typer.Option(None, "--ood-seg", exists=True, dir_okay=False,
+                                               help="Segmenter ONNX for --ood-data (default: the one exported now)."),
     ) -> None:
         """Export trained models to ONNX (opset >= 17, dynamic batch) with their model cards."""
         from manet_edge.errors import ManetEdgeError
@@ -110,14 +120,16 @@ def register(app: typer.Typer) -> None:
         try:
             _run(seg_checkpoint, seg_model, cls_checkpoint, cls_model, out, size, batch, ma_op.value,
                  precision.value, calib_dir, calib_seg, calib_limit, opset, fmt.value, verify, overwrite,
-                 calib_method.value, ma_body.value)
+                 calib_method.value, ma_body.value, heatmap_output=heatmap_output, ood_data=ood_data,
+                 ood_splits=ood_splits, ood_seg=ood_seg)
         except ManetEdgeError as exc:
             raise _fail(exc) from exc
 
 
 def _run(seg_checkpoint, seg_model, cls_checkpoint, cls_model, out: Path, size, batch: str, ma_op: str,
          precision: str, calib_dir, calib_seg, calib_limit: int, opset: int, fmt: str, verify: bool,
-         overwrite: bool, calib_method: str = "minmax", ma_body: str = "auto") -> None:
+         overwrite: bool, calib_method: str = "minmax", ma_body: str = "auto", *, heatmap_output: bool = True,
+         ood_data: Path | None = None, ood_splits: Path | None = None, ood_seg: Path | None = None) -> None:
     from manet_edge.errors import BadInputError
     from manet_edge.fileutil import check_can_write
 
@@ -137,6 +149,15 @@ def _run(seg_checkpoint, seg_model, cls_checkpoint, cls_model, out: Path, size, 
         if not (seg_checkpoint or seg_model or calib_seg):
             raise BadInputError("--precision int8 needs a segmenter to segment the calibration X-rays: "
                                 "export one (--seg-checkpoint) or pass --calib-seg SEGMENTER.onnx")
+    if ood_data is not None:
+        if not want_cls:
+            raise BadInputError("--ood-data fits the classifier's out-of-distribution score: give --cls-checkpoint")
+        if ood_splits is None:
+            raise BadInputError("--ood-data needs --ood-splits (the split file whose 'train'/'val' lists are used)")
+        if not heatmap_output:
+            raise BadInputError("--ood-data needs the classifier's 'features' output: drop --no-heatmap-output")
+        if not (seg_checkpoint or seg_model or ood_seg):
+            raise BadInputError("--ood-data needs a segmenter: export one (--seg-checkpoint) or pass --ood-seg")
 
     planned: list[Path] = []
     if seg_checkpoint or seg_model:
@@ -151,7 +172,8 @@ def _run(seg_checkpoint, seg_model, cls_checkpoint, cls_model, out: Path, size, 
 
     from manet_edge.export.onnx import ExportOptions, export_onnx, source_from_checkpoint, source_from_name
 
-    options = ExportOptions(opset=opset, ma_op=ma_op, ma_body=ma_body, dynamic_batch=dynamic)
+    options = ExportOptions(opset=opset, ma_op=ma_op, ma_body=ma_body, dynamic_batch=dynamic,
+                            heatmap_output=heatmap_output)
     written: list[Path] = []
     sources: dict[str, object] = {}
     seg_path: Path | None = None
@@ -171,6 +193,12 @@ def _run(seg_checkpoint, seg_model, cls_checkpoint, cls_model, out: Path, size, 
             seg_path = result.path
         if precision == "fp16":
             written.append(_write_fp16(result.path))
+    if ood_data is not None:  # before the reduced-precision copies, so they carry the fitted gate too
+        from manet_edge.ood import fit_into_card
+
+        typer.echo(f"fitting the out-of-distribution score on {ood_data} ({ood_splits}) ...")
+        report = fit_into_card(out / f"{CLS_NAME}.onnx", ood_seg or seg_path, ood_data, ood_splits, echo=typer.echo)
+        typer.echo(f"  {report}")
     if precision == "int8":
         written.append(_write_int8(out / f"{CLS_NAME}.onnx", calib_seg or seg_path, calib_dir, calib_limit,
                                    warn_random=bool(seg_model and not calib_seg), method=calib_method))
