@@ -28,6 +28,8 @@ class Gate:
         self.has_features = FEATURES_OUTPUT in cls_runner.output_shapes
         self.heatmaps = heatmaps
         self.checks_on = checks_on
+        self.collect = False
+        """Keep every row's features until its outputs are written (fitting the score: :mod:`manet_edge.ood_fit`)."""
         self.scorer = OodScorer.from_card(card.extra.get(CARD_KEY), card.temperature)
         if self.scorer is not None and self.scorer.needs_features and not self.has_features:
             self.scorer = None  # a card fitted on features, a file without them (e.g. an engine): no score
@@ -45,7 +47,7 @@ class Gate:
 
     @property
     def keep_features(self) -> bool:
-        return self.has_features and (self.heatmaps or (self.scorer is not None and self.scorer.needs_features))
+        return self.has_features and (self.heatmaps or self.collect or (self.scorer is not None and self.scorer.needs_features))
 
     def input_flags(self, path: Path) -> list[str]:
         from manet_edge.io import is_dicom

@@ -442,13 +442,13 @@ class Pipeline:
                 self.gate.finish(item)
             except Exception as exc:  # see _decode
                 item.error = f"input-domain gate failed: {_message(exc)}"
-        item.cls_feed = item.logits = item.features = None
+        item.cls_feed = None
         if artifacts is not None and item.mask is not None:
             try:
                 artifacts(item, self.postprocess)
             except Exception as exc:  # a failed mask/overlay write fails that row, not the run
                 item.error = (item.error + "; " if item.error else "") + f"cannot write outputs: {_message(exc)}"
-        item.prob = item.mask = item.display = item.heat = None
+        item.prob = item.mask = item.display = item.heat = item.logits = item.features = None
         self.times.add("finalize", time.perf_counter() - t0)
         return item
 
