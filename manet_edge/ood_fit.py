@@ -51,13 +51,14 @@ def extract(seg_path: Path, cls_path: Path, folder: Path, rels: Sequence[str] | 
         if FEATURES_OUTPUT not in cls.output_shapes:
             raise ModelError(f"{cls_path}: no '{FEATURES_OUTPUT}' output; export it with --heatmap-output")
         pipe.gate.collect = True
+        temperature = cls.card.temperature
         results = pipe.run(files, artifacts=collect)
     order = [r.file for r in results if r.file in got]
     if not order:
         raise BadInputError(f"no file under {folder} was classified")
     by = {r.file: r for r in results}
     return Extracted(order, np.stack([got[r][0] for r in order]), np.stack([got[r][1] for r in order]),
-                     [by[r].flags for r in order], softmax(np.stack([got[r][0] for r in order]), cls.card.temperature),
+                     [by[r].flags for r in order], softmax(np.stack([got[r][0] for r in order]), temperature),
                      [r.file for r in results if r.file not in got])
 
 
