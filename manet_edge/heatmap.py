@@ -38,7 +38,8 @@ class Head:
     features: str
     """Name of the tensor that the global average pool reads (the last feature map)."""
     weight: str
-    bias: str
+    bias: str | None
+    """None: the Gemm has no bias (a zero bias the exporter dropped)."""
     trans_b: bool
     """Gemm's ``transB``: the weight is stored (classes, channels) when true."""
 
@@ -80,9 +81,10 @@ def find_head(model) -> Head:
     names = {t.name for t in graph.initializer}
     prod = _producers(graph)
     gemm = prod.get("logits")
-    if gemm is None or gemm.op_type != "Gemm" or len(gemm.input) < 3:
+    if gemm is None or gemm.op_type != "Gemm":
         raise NoHeadError(f"'logits' is not produced by a Gemm (got {getattr(gemm, 'op_type', None)})")
-    if gemm.input[1] not in names or gemm.input[2] not in names:
+    bias = gemm.input[2] if len(gemm.input) > 2 and gemm.input[2] else None
+    if gemm.input[1] not in names or (bias is not None and bias not in names):
         raise NoHeadError("the head's Gemm weight/bias are not initializers")
     attrs = {a.name: a for a in gemm.attribute}
     if "transA" in attrs and attrs["transA"].i:
@@ -95,7 +97,7 @@ def find_head(model) -> Head:
         node = prod.get(node.input[0])
     if node is None or not _is_gap(node, inits):
         raise NoHeadError("the Gemm does not read a global average pool over the last feature map")
-    return Head(features=node.input[0], weight=gemm.input[1], bias=gemm.input[2],
+    return Head(features=node.input[0], weight=gemm.input[1], bias=bias,
                 trans_b=bool(attrs["transB"].i) if "transB" in attrs else False)
 
 
@@ -136,17 +138,18 @@ def head_weights(path: str | Path, card_extra: dict[str, Any] | None = None) -> 
 
     model = onnx.load(str(path))
     info = (card_extra or {}).get(CARD_KEY) or {}
-    if info.get("weight") and info.get("bias"):
-        wname, bname, trans_b = info["weight"], info["bias"], bool(info.get("trans_b", 1))
+    if info.get("weight"):
+        wname, bname, trans_b = info["weight"], info.get("bias"), bool(info.get("trans_b", 1))
     else:
         head = find_head(model)
         wname, bname, trans_b = head.weight, head.bias, head.trans_b
     inits = {t.name: t for t in model.graph.initializer if t.name in (wname, bname)}
-    if wname not in inits or bname not in inits:
+    if wname not in inits or (bname is not None and bname not in inits):
         raise NoHeadError(f"{path}: the head's initializers {wname!r}/{bname!r} are missing")
     w = numpy_helper.to_array(inits[wname]).astype(np.float32)
-    b = numpy_helper.to_array(inits[bname]).astype(np.float32)
-    return (w if trans_b else w.T), b
+    w = w if trans_b else w.T
+    b = numpy_helper.to_array(inits[bname]).astype(np.float32) if bname else np.zeros(w.shape[0], np.float32)
+    return w, b
 
 
 def class_activation_map(features: np.ndarray, weight: np.ndarray, cls: int) -> np.ndarray:
