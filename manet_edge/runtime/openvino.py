@@ -57,6 +57,15 @@ def _import_ov():
     return ov
 
 
+def bench_precision_problem(precision: str) -> str | None:
+    """Why ``bench`` cannot time ``precision`` on this CPU (``None``: it can)."""
+    if precision == "bf16":
+        caps = cpu_capabilities()
+        if "BF16" not in caps:
+            return f"this CPU has no bf16 support (OpenVINO capabilities: {', '.join(caps)})"
+    return None
+
+
 def cpu_capabilities() -> list[str]:
     """OpenVINO's OPTIMIZATION_CAPABILITIES of the CPU (e.g. ``['BF16', 'FP32', 'INT8', ...]``)."""
     ov = _import_ov()
@@ -177,13 +186,66 @@ def register_extensions(core: Any) -> Any:
     return core
 
 
+def compile_config(precision: str = "fp32", *, hint: str = "LATENCY", threads: int | None = None,
+                   streams: int = 1, perf_count: bool = False) -> dict[str, Any]:
+    """The CPU compile configuration: ``INFERENCE_PRECISION_HINT`` always set (never a silent bf16),
+    ``streams > 1`` as a THROUGHPUT hint with that many streams, ``threads`` per stream."""
+    if precision not in _HINTS:
+        raise BadInputError(f"openvino precision must be one of {tuple(_HINTS)}, got {precision!r}")
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": _HINTS[precision], "PERFORMANCE_HINT": hint}
+    if streams > 1:
+        config["PERFORMANCE_HINT"] = "THROUGHPUT"
+        config["NUM_STREAMS"] = int(streams)
+    if threads is not None:  # threads per call; OpenVINO's setting is the total
+        config["INFERENCE_NUM_THREADS"] = int(threads) * streams
+    if perf_count:
+        config["PERF_COUNT"] = True
+    return config
+
+
+def read_model(core: Any, model: Any) -> Any:
+    """``core.read_model`` for an ``.onnx`` file, an ``onnx.ModelProto``, serialized ONNX bytes
+    (all through :func:`read_onnx`) or an OpenVINO IR ``.xml`` file."""
+    if isinstance(model, (bytes, bytearray)):
+        import onnx
+
+        model = onnx.load_from_string(bytes(model))
+    if isinstance(model, (str, Path)) and Path(model).suffix != ".onnx":
+        return core.read_model(str(model))
+    return read_onnx(core, model)
+
+
+def compile_model(model: Any, config: dict[str, Any] | None = None, *, core: Any = None, device: str = "CPU") -> Any:
+    """An OpenVINO ``CompiledModel`` for ``model`` (a path, bytes or ``onnx.ModelProto``;
+    :func:`read_model`) with the manet_edge op conversions registered and ``config``
+    (:func:`compile_config`, fp32 by default). The one place manet-edge compiles OpenVINO models."""
+    ov = _import_ov()
+    core = register_extensions(core if core is not None else ov.Core())
+    return core.compile_model(read_model(core, model), device, config or compile_config())
+
+
+def _card_of(model: Any, source: str) -> Any:
+    """The model card of a path (:func:`read_onnx_card`) or of an in-memory ``ModelProto``."""
+    if isinstance(model, (str, Path)):
+        return read_onnx_card(str(model))
+    import onnx
+
+    from manet_edge.metadata import CARD_KEY, ModelCard
+
+    proto = onnx.load_from_string(bytes(model)) if isinstance(model, (bytes, bytearray)) else model
+    props = {p.key: p.value for p in proto.metadata_props}
+    if CARD_KEY not in props:
+        raise ModelError(f"{source}: no '{CARD_KEY}' model card in metadata_props; export it with `manet-edge export`")
+    return ModelCard.from_json(props[CARD_KEY], source=source)
+
+
 class OpenVINORunner(Runner):
     """Run an exported ``.onnx`` (or OpenVINO IR ``.xml``) model with OpenVINO on the CPU."""
 
     backend = "openvino"
     concurrent = True  # one infer request per calling thread
 
-    def __init__(self, path: str | Path, *, precision: str | None = None, name: str | None = None,
+    def __init__(self, path: Any, *, precision: str | None = None, name: str | None = None,
                  device: str = "CPU", threads: int | None = None, performance_hint: str = "LATENCY",
                  streams: int = 1):
         super().__init__(path, precision=precision, name=name)
@@ -205,7 +267,7 @@ class OpenVINORunner(Runner):
 
     def _activate(self) -> None:
         ov = _import_ov()
-        card = read_onnx_card(str(self.path))
+        card = _card_of(self.source, str(self.path))
         want = self.requested_precision or "fp32"
         core = ov.Core()
         self.capabilities = [str(c) for c in core.get_property(self.device, "OPTIMIZATION_CAPABILITIES")]
@@ -213,16 +275,10 @@ class OpenVINORunner(Runner):
             raise BadInputError(
                 f"precision bf16 is not supported by this CPU (OpenVINO capabilities: "
                 f"{', '.join(self.capabilities)}); use --precision fp32")
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": _HINTS[want],
-                                  "PERFORMANCE_HINT": self.performance_hint}
-        if self.streams > 1:
-            config["PERFORMANCE_HINT"] = "THROUGHPUT"
-            config["NUM_STREAMS"] = int(self.streams)
-        if self.threads is not None:  # threads per call; OpenVINO's setting is the total
-            config["INFERENCE_NUM_THREADS"] = int(self.threads) * self.streams
+        config = compile_config(want, hint=self.performance_hint, threads=self.threads, streams=self.streams)
         register_extensions(core)
         try:
-            model = read_onnx(core, self.path) if self.path.suffix == ".onnx" else core.read_model(str(self.path))
+            model = read_model(core, self.source)
             declared = {p.get_any_name(): _shape(p) for p in model.inputs}
             compiled = core.compile_model(model, self.device, config)
         except RuntimeError as exc:
