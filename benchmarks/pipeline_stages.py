@@ -118,7 +118,7 @@ def bench_pipeline(config, log: Callable[[str], None] = print, files: Sequence[P
             log(f"skip pipeline {backend}: {reason}")
             continue
         seg_path, cls_path = paths
-        kw: dict[str, Any] = {"threads": config.threads} if backend in ("onnxruntime", "openvino") else {}
+        kw: dict[str, Any] = {"threads": config.threads} if "threads" in BACKENDS[backend].runner_options else {}
         try:
             seg = create_runner(seg_path, backend, None, name="segmenter", **kw)
             cls = create_runner(cls_path, backend, None, name="classifier", **kw)

@@ -18,11 +18,14 @@ from typing import Optional
 import typer
 
 from manet_edge.errors import ManetEdgeError
+from manet_edge.runtime.backends import bench_order
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_ERROR = 2
-DEFAULT_BACKENDS = "torch,onnxruntime,openvino,tensorrt"
+DEFAULT_BACKENDS = ",".join(bench_order())
+"""Every row of the backend table (:mod:`manet_edge.runtime.backends`) at import time; ``--backends``
+left out means every row registered when the command runs."""
 
 
 class MaOp(str, Enum):
@@ -63,8 +66,9 @@ def bench(
         "resnet50,resnet50-ma", "--models", "-m",
         help="Comma-separated: zoo names (timed at every --sizes), NAME@SIZE, .onnx files, or 'defaults' "
              "(the bundled models; the default zoo config when they are absent)."),
-    backends: str = typer.Option(DEFAULT_BACKENDS, "--backends", "-b",
-                                 help="Comma-separated backends: torch, onnxruntime, openvino, tensorrt."),
+    backends: Optional[str] = typer.Option(
+        None, "--backends", "-b", show_default=False,
+        help=f"Comma-separated backends (default: every one, {DEFAULT_BACKENDS.replace(',', ', ')})."),
     precisions: str = typer.Option(
         "", "--precisions", "-p",
         help="Comma-separated fp32, fp16, bf16, int8 (default: each backend's fp32). Combinations a backend "
@@ -98,7 +102,7 @@ def bench(
     """Time zoo models (plain, -ma, -cbam) on every backend and precision present; MA overhead and
     backend-vs-torch ratios are measured interleaved in the same run."""
     model_list = _split(models, "models")
-    backend_list = _split(backends, "backends")
+    backend_list = _split(backends if backends is not None else ",".join(bench_order()), "backends")
     precision_list = _split(precisions, "precisions")
     size_list = _ints(sizes, "sizes")
     batch_list = _ints(batches, "batches")

@@ -21,14 +21,15 @@ import sys
 import tempfile
 import time
 from datetime import datetime, timezone
-from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
+from manet_edge.commands import choices_enum
 from manet_edge.errors import EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, ManetEdgeError, RunInterrupted
 from manet_edge.errors import report as report_error
+from manet_edge.runtime.backends import backend_names, has_module, runner_kwargs, runs_on_cpu
 
 EXIT_FILES_FAILED = EXIT_FAILED
 EXIT_ERROR = EXIT_USAGE
@@ -38,17 +39,16 @@ __all__ = ["EXIT_ERROR", "EXIT_FILES_FAILED", "EXIT_INTERNAL", "EXIT_INTERRUPTED
            "run_infer"]
 
 
-class Backend(str, Enum):
-    """Inference backends (``manet_edge.runtime.BACKENDS``)."""
 
-    onnxruntime = "onnxruntime"
-    openvino = "openvino"
-    torch = "torch"
-    tensorrt = "tensorrt"
+
+Backend = choices_enum("Backend", backend_names())
+"""``--backend`` choices: the rows of the backend table (:mod:`manet_edge.runtime.backends`)."""
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``infer`` command to ``app``."""
+    global Backend
+    Backend = choices_enum("Backend", backend_names())  # rows registered since import count too
     app.command("infer", no_args_is_help=True)(infer)
 
 
@@ -57,7 +57,7 @@ def infer(
                                   help="Folder of chest X-rays (PNG, JPEG, BMP, TIFF, DICOM), walked recursively."),
     out: Path = typer.Option(Path("manet-edge-results"), "--out", "-o", file_okay=False,
                              help="Output folder for predictions.csv/json (and masks/, overlays/)."),
-    backend: Backend = typer.Option(Backend.onnxruntime, "--backend", "-b", help="Inference backend."),
+    backend: Backend = typer.Option("onnxruntime", "--backend", "-b", help="Inference backend."),
     precision: Optional[str] = typer.Option(
         None, "--precision", "-p",
         help="fp32|fp16|bf16|int8 (f32 also accepted). Default: the model's own precision "
@@ -91,7 +91,7 @@ def infer(
 
     try:
         with StopOnSignals(stopping) as guard:
-            code = run_infer(folder=folder, out=out, backend=backend.value, precision=precision, models=models,
+            code = run_infer(folder=folder, out=out, backend=Backend(backend).value, precision=precision, models=models,
                              batch=batch, save_masks=save_masks, save_overlays=save_overlays, overwrite=overwrite,
                              threads=threads, workers=workers, streams=streams, progress=not no_progress,
                              stop=guard.event)
@@ -114,19 +114,10 @@ def _same_folder(a: Path, b: Path) -> bool:
 
 def _check_backend_installed(backend: str, info) -> None:
     """Say that a backend's library is missing before anything else (models, folders) is checked."""
-    import importlib.util
-
     from manet_edge.errors import BackendUnavailableError
 
-    module = {"openvino": "openvino", "torch": "torch", "tensorrt": "tensorrt"}.get(backend)
-    if module is None:
-        return
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
-        raise BackendUnavailableError(backend, info.extra, f"{module} is not installed")
+    if info.library and not has_module(info.library):
+        raise BackendUnavailableError(backend, info.extra, f"{info.library} is not installed")
 
 
 class _LogProgress:
@@ -194,11 +185,7 @@ def plan_streams(backend: str, streams: int, threads: int | None) -> tuple[int, 
     streams fill the cores instead (docs/infer.md, "Throughput"). GPUs, torch and TensorRT get
     one stream.
     """
-    cpu = backend == "openvino"
-    if backend == "onnxruntime":
-        import onnxruntime as ort
-
-        cpu = "CUDAExecutionProvider" not in ort.get_available_providers()
+    cpu = runs_on_cpu(backend)
     cores = _cpu_count()
     if streams == 0:
         streams = max(1, min(4, cores // (threads or 1))) if cpu else 1
@@ -208,13 +195,9 @@ def plan_streams(backend: str, streams: int, threads: int | None) -> tuple[int, 
 
 
 def _runner_kwargs(backend: str, threads: int | None, streams: int = 1) -> dict[str, Any]:
-    if backend == "onnxruntime":
-        return {"threads": threads, "spin": False}
-    if backend == "openvino":
-        return {"threads": threads, "streams": streams}
-    if backend == "torch":
-        return {"threads": threads}
-    return {}
+    """The runner options of ``backend``'s table row (ONNX Runtime without spinning: the pool
+    threads must leave the cores to the pipeline's CPU stages)."""
+    return runner_kwargs(backend, threads=threads, streams=streams, spin=False)
 
 
 def run_infer(*, folder: Path, out: Path, backend: str = "onnxruntime", precision: str | None = None,

@@ -50,6 +50,13 @@ def import_tensorrt() -> Any:
     return trt
 
 
+def bench_precision_problem(precision: str) -> str | None:
+    """Why ``bench`` cannot time a zoo model at ``precision`` (``None``: it can)."""
+    if precision == "int8":
+        return "int8 engines need a calibrated Q/DQ ONNX (manet-edge export --precision int8); pass it as a model file"
+    return None
+
+
 class TensorRTRunner(Runner):
     """Runs a ``.engine`` built by ``manet-edge engine build`` (manifest beside it)."""
 
