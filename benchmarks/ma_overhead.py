@@ -108,7 +108,7 @@ def build_models(size: int, variants: list[str]) -> dict[str, Any]:
     import torch
 
     from manet_edge.export.onnx import ExportOptions, build_onnx, make_card, set_card, source_from_name, torch_to_onnx
-    from manet_edge.export.rules.functions import inline_ma
+    from manet_edge.rewrite.functions import inline_ma
 
     from manet_edge.export.verify import randomize_like_trained
 

@@ -233,8 +233,8 @@ def _reader_class():
 
 def float_only_nodes(model: onnx.ModelProto, mask_input: str = "mask") -> list[str]:
     """Names of the nodes that must stay float: the mask branch and every MA multiply."""
-    from manet_edge.export.rules.base import RewriteContext
-    from manet_edge.export.rules.functions import MA_DOMAIN, MA_SITE_OPS
+    from manet_edge.rewrite.base import RewriteContext
+    from manet_edge.rewrite.functions import MA_DOMAIN, MA_SITE_OPS
 
     ctx = RewriteContext(model, mask_input=mask_input)
     names = []

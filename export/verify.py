@@ -211,7 +211,7 @@ def verify_export(model: onnx.ModelProto, torch_model: Any | None, *, name: str,
                   tolerance: float = TOLERANCE) -> ParityReport:
     """Compare an exported (fp32) model with its torch source, its inlined twin and optionally OpenVINO,
     on random inputs, lung-like blob masks and (classifiers) real segmented X-rays."""
-    from manet_edge.export.rules.functions import count_ma_nodes, inline_ma
+    from manet_edge.rewrite.functions import count_ma_nodes, inline_ma
 
     report = report or ParityReport()
     fused = count_ma_nodes(model) > 0

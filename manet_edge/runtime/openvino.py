@@ -36,25 +36,23 @@ from typing import Any
 
 import numpy as np
 
-from manet_edge.errors import BackendUnavailableError, BadInputError, ModelError
+from manet_edge.errors import BadInputError, ModelError
+from manet_edge.lazy import optional_import
 from manet_edge.metadata import read_onnx_card
+from manet_edge.rewrite.functions import MA_DOMAIN, MA_OP  # the fused MA op (torch-free rewrite package)
+from manet_edge.rewrite.openvino_pools import (  # noqa: F401  (its home before manet_edge.rewrite)
+    POOL_AS_CHANNELS_MIN,
+    pool_maps_as_channels,
+)
 from manet_edge.runtime.base import Runner
 
 _HINTS = {"fp32": "f32", "bf16": "bf16"}
 _FROM_OV = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "i8": "int8", "u8": "int8"}
 
-# The fused MA op (kept equal to manet_edge.export.rules.functions by a test; the runtime does not
-# import the exporter).
-MA_DOMAIN = "manet_edge"
-MA_OP = "MaskAttentionMul"
 
 
 def _import_ov():
-    try:
-        import openvino as ov
-    except ImportError as exc:
-        raise BackendUnavailableError("openvino", "openvino", str(exc)) from exc
-    return ov
+    return optional_import("openvino", "openvino")
 
 
 def bench_precision_problem(precision: str) -> str | None:
@@ -92,75 +90,6 @@ def conversion_extensions() -> list[Any]:
     except ImportError:
         return []
     return [ConversionExtension(MA_OP, MA_DOMAIN, _mask_attention_mul)]
-
-
-POOL_AS_CHANNELS_MIN = 128 * 128
-
-
-def _attr(node: Any, name: str, default: Any = None) -> Any:
-    from onnx import helper
-
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
-def pool_maps_as_channels(model: Any, min_pixels: int | None = None) -> int:
-    """Rewrite qualifying one-channel ``AveragePool`` nodes of an ONNX ``model`` in place; returns how many.
-
-    A node qualifies when its input is (N, 1, H, W) with static H*W >= ``min_pixels``, it counts
-    the padding (``count_include_pad=1``; every MA pyramid pool does), has explicit pads, no
-    ``ceil_mode``/``auto_pad``/dilations. Then ``P(x; kh x kw, sh x sw, pads)`` becomes
-    Reshape (N,H,1,W) -> AveragePool (1,kw) -> Transpose (N,W',H,1) -> AveragePool (kh,1) ->
-    Transpose (N,1,H',W'): with the padding counted, the kh x kw mean is the mean over kh of the
-    means over kw. ``min_pixels`` defaults to :data:`POOL_AS_CHANNELS_MIN`.
-    """
-    import numpy as np
-    import onnx
-    from onnx import helper, numpy_helper
-
-    min_pixels = POOL_AS_CHANNELS_MIN if min_pixels is None else min_pixels
-    graph = model.graph
-    candidates = [n for n in graph.node if n.op_type == "AveragePool" and n.domain in ("", "ai.onnx")
-                  and _attr(n, "count_include_pad", 0) == 1 and not _attr(n, "ceil_mode", 0)
-                  and _attr(n, "auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
-                  and all(d == 1 for d in _attr(n, "dilations", [1, 1]))]
-    if not candidates:
-        return 0
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    dims = {vi.name: [d.dim_value if d.HasField("dim_value") else 0 for d in vi.type.tensor_type.shape.dim]
-            for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
-    replaced: dict[int, list[Any]] = {}
-    taken = {o for n in graph.node for o in n.output} | {t.name for t in graph.initializer}
-    for node in candidates:
-        shape = dims.get(node.input[0], [])
-        kernel = list(_attr(node, "kernel_shape", []))
-        if len(shape) != 4 or shape[1] != 1 or len(kernel) != 2 or min(shape[2:]) <= 0:
-            continue
-        h, w = shape[2], shape[3]
-        if h * w < min_pixels:
-            continue
-        (kh, kw), (sh, sw) = kernel, list(_attr(node, "strides", [1, 1]))
-        top, left, bottom, right = list(_attr(node, "pads", [0, 0, 0, 0]))
-        base = f"{node.output[0]}__ov_pool"
-        while any(t.startswith(base) for t in taken):
-            base += "_"
-        taken.add(base)
-        graph.initializer.append(numpy_helper.from_array(np.array([0, h, 1, w], np.int64), f"{base}_shape"))
-        nodes = [helper.make_node("Reshape", [node.input[0], f"{base}_shape"], [f"{base}_rows"])]
-        nodes.append(helper.make_node("AveragePool", [f"{base}_rows"], [f"{base}_w"], kernel_shape=[1, kw],
-                                      strides=[1, sw], pads=[0, left, 0, right], count_include_pad=1))
-        nodes.append(helper.make_node("Transpose", [f"{base}_w"], [f"{base}_cols"], perm=[0, 3, 1, 2]))
-        nodes.append(helper.make_node("AveragePool", [f"{base}_cols"], [f"{base}_h"], kernel_shape=[kh, 1],
-                                      strides=[sh, 1], pads=[top, 0, bottom, 0], count_include_pad=1))
-        nodes.append(helper.make_node("Transpose", [f"{base}_h"], [node.output[0]], perm=[0, 3, 2, 1]))
-        replaced[id(node)] = nodes
-    if replaced:
-        new = [m for n in graph.node for m in replaced.get(id(n), [n])]
-        del graph.node[:]
-        graph.node.extend(new)
-    return len(replaced)
 
 
 def read_onnx(core: Any, model: Any) -> Any:
