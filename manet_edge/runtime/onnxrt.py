@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from manet_edge.errors import BackendUnavailableError, BadInputError, ModelError
+from manet_edge.lazy import optional_import
 from manet_edge.metadata import CARD_KEY, ModelCard
 from manet_edge.runtime.base import Runner, dims
 
@@ -24,11 +25,7 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 def _import_ort():
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:  # pragma: no cover - a base dependency
-        raise BackendUnavailableError("onnxruntime", "onnxruntime-gpu", str(exc)) from exc
-    return ort
+    return optional_import("onnxruntime", "onnxruntime-gpu")
 
 
 OPTIMIZATIONS = ("all", "basic", "none")
