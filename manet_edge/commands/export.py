@@ -16,6 +16,8 @@ from typing import Optional
 
 import typer
 
+from manet_edge.commands import guard_app
+
 
 class MaOp(str, enum.Enum):
     fused = "fused"
@@ -47,12 +49,6 @@ class Format(str, enum.Enum):
 
 SEG_NAME = "segmenter"
 CLS_NAME = "classifier"
-
-
-def _fail(exc: Exception, code: int = 2) -> typer.Exit:
-    """Print ``exc`` as one line; the :class:`typer.Exit` to raise (2: nothing was done, as in every command)."""
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(code)
 
 
 def _batch_is_dynamic(batch: str) -> bool:
@@ -105,14 +101,12 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     ) -> None:
         """Export trained models to ONNX (opset >= 17, dynamic batch) with their model cards."""
-        from manet_edge.errors import ManetEdgeError
+        # errors end through the app's one error-to-exit map (commands.guard_app -> errors.report)
+        _run(seg_checkpoint, seg_model, cls_checkpoint, cls_model, out, size, batch, ma_op.value,
+             precision.value, calib_dir, calib_seg, calib_limit, opset, fmt.value, verify, overwrite,
+             calib_method.value, ma_body.value)
 
-        try:
-            _run(seg_checkpoint, seg_model, cls_checkpoint, cls_model, out, size, batch, ma_op.value,
-                 precision.value, calib_dir, calib_seg, calib_limit, opset, fmt.value, verify, overwrite,
-                 calib_method.value, ma_body.value)
-        except ManetEdgeError as exc:
-            raise _fail(exc) from exc
+    guard_app(app)  # errors: the one error-to-exit map (errors.report), whatever app registers this
 
 
 def _run(seg_checkpoint, seg_model, cls_checkpoint, cls_model, out: Path, size, batch: str, ma_op: str,
