@@ -94,13 +94,10 @@ class PairResult:
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU model (:func:`manet_edge.cpu.cpu_model`, the one CPU-name reader)."""
+    from manet_edge.cpu import cpu_model
+
+    return cpu_model()
 
 
 def build_models(size: int, variants: list[str]) -> dict[str, Any]:

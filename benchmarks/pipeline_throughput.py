@@ -38,14 +38,10 @@ BAR = 0.90
 
 
 def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU model (:func:`manet_edge.cpu.cpu_model`, the one CPU-name reader)."""
+    from manet_edge.cpu import cpu_model
+
+    return cpu_model()
 
 
 def synthetic_folder(folder: Path, n: int, size: int) -> Path:
