@@ -44,6 +44,7 @@ _COMMAND_MODULES = (
     "bench",
     "flops",
     "models",
+    "serve",
 )
 
 for _name in _COMMAND_MODULES:
