@@ -45,6 +45,7 @@ _COMMAND_MODULES = (
     "flops",
     "models",
     "serve",
+    "listen",
 )
 
 for _name in _COMMAND_MODULES:

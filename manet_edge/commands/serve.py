@@ -9,9 +9,7 @@ the exit code is then 130/143. Standard library and typer only at import time.
 
 from __future__ import annotations
 
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Optional
 
