@@ -42,7 +42,7 @@ def listen(
         _pynetdicom()
         _hd()
         dest = Destination.parse(forward, forward_ae_title) if forward else None
-        engine = BytesPipeline(backend=backend.value, precision=precision, models=models, threads=threads)
+        engine = BytesPipeline.from_options(backend=backend.value, precision=precision, models=models, threads=threads)
         try:
             with StopOnSignals(lambda s: f"{signal_name(s)}: stopping the listener") as guard:
                 listener = Listener(engine, out, host=host, port=port, ae_title=ae_title, forward=dest).start()

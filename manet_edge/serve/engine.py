@@ -46,11 +46,22 @@ class BytesPipeline:
     parallelism).
     """
 
-    def __init__(self, *, backend: str = "onnxruntime", precision: str | None = None, models: str | Path | None = None,
-                 threads: int | None = None, batch: int = 1, workers: int = 0):
+    def __init__(self, seg, cls, *, batch: int = 1, workers: int = 0, backend: str | None = None):
+        from manet_edge.pipeline import Pipeline, PipelineConfig
+
+        self.backend = backend or seg.backend
+        self.pipeline = Pipeline(seg, cls, PipelineConfig(batch=batch, workers=workers, keep_prob=True, streams=1))
+        self.pipeline.activate()
+        self._lock = threading.Lock()
+        self._tmp = Path(tempfile.mkdtemp(prefix="manet-edge-serve-"))
+
+    @classmethod
+    def from_options(cls, *, backend: str = "onnxruntime", precision: str | None = None,
+                     models: str | Path | None = None, threads: int | None = None, batch: int = 1,
+                     workers: int = 0) -> "BytesPipeline":
+        """Runners as ``manet-edge infer`` makes them (bundled models unless ``models``)."""
         from manet_edge.assets import model_paths
         from manet_edge.commands.infer import _check_backend_installed, _runner_kwargs
-        from manet_edge.pipeline import Pipeline, PipelineConfig
         from manet_edge.runtime import backend_info, create_runner, normalise_precision
 
         info = backend_info(backend)
@@ -60,12 +71,8 @@ class BytesPipeline:
             Path(models) if models else None, info.artifact_suffix, precision, with_precision=True)
         kwargs = _runner_kwargs(backend, threads, 1)
         seg = create_runner(seg_path, backend, seg_prec, name="segmenter", **kwargs)
-        cls = create_runner(cls_path, backend, cls_prec, name="classifier", **kwargs)
-        self.backend = backend
-        self.pipeline = Pipeline(seg, cls, PipelineConfig(batch=batch, workers=workers, keep_prob=True, streams=1))
-        self.pipeline.activate()
-        self._lock = threading.Lock()
-        self._tmp = Path(tempfile.mkdtemp(prefix="manet-edge-serve-"))
+        clf = create_runner(cls_path, backend, cls_prec, name="classifier", **kwargs)
+        return cls(seg, clf, batch=batch, workers=workers, backend=backend)
 
     def close(self) -> None:
         self.pipeline.deactivate()

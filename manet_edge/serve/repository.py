@@ -137,6 +137,14 @@ def _onnx_tensors(path: Path, card_size: int, kind: str) -> tuple[list[str], lis
     return ins, outs
 
 
+def _onnx_input_names(path: Path) -> list[str]:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    init = {i.name for i in graph.initializer}
+    return [v.name for v in graph.input if v.name not in init]
+
+
 _ONNX_TYPES = {1: "TYPE_FP32", 10: "TYPE_FP16", 11: "TYPE_FP64", 7: "TYPE_INT64", 6: "TYPE_INT32", 2: "TYPE_UINT8",
                16: "TYPE_BF16"}
 
@@ -154,10 +162,12 @@ def write_export_repository(folder: Path, *, models: Path | None = None, batchin
     _fresh(folder, overwrite)
     written: list[Path] = []
     cards = {}
+    inputs_of: dict[str, list[str]] = {}
     for role, path in (("segmenter", seg_path), ("classifier", cls_path)):
         card = read_onnx_card(str(path))
         cards[role] = card
         ins, outs = _onnx_tensors(path, card.input_size, card.kind)
+        inputs_of[role] = _onnx_input_names(path)
         model_dir = folder / role
         (model_dir / "1").mkdir(parents=True)
         shutil.copyfile(path, model_dir / "1" / "model.onnx")
@@ -178,7 +188,9 @@ def write_export_repository(folder: Path, *, models: Path | None = None, batchin
     params = {"segmenter_model": "segmenter_trt" if engines and "segmenter" in engines else "segmenter",
               "classifier_model": "classifier_trt" if engines and "classifier" in engines else "classifier",
               "segmenter_card": json.dumps(_card_dict(cards["segmenter"])),
-              "classifier_card": json.dumps(_card_dict(cards["classifier"]))}
+              "classifier_card": json.dumps(_card_dict(cards["classifier"])),
+              "segmenter_inputs": ",".join(inputs_of["segmenter"]),
+              "classifier_inputs": ",".join(inputs_of["classifier"])}
     (bls / "config.pbtxt").write_text(config_text(name=SERVE_MODEL, backend="python", batching=batching,
                                                   inputs=PIPELINE_INPUTS, outputs=PIPELINE_OUTPUTS,
                                                   parameters=params))

@@ -41,7 +41,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         settings = env_settings(config.get("parameters", {}))
         settings.setdefault("batch", max(1, int(config.get("max_batch_size") or 1)))
-        self.engine = BytesPipeline(**settings)
+        self.engine = BytesPipeline.from_options(**settings)
         pb_utils.Logger.log_info(f"manet-edge pipeline ready: {json.dumps(self.engine.describe())}")
 
     def execute(self, requests):

@@ -72,6 +72,12 @@ class ServeProcess:
                 self.proc.wait(10)
 
 
+@pytest.fixture(scope="session")
+def triton_dist():
+    """The tritonserver to run (skips the test when there is none, or no tritonclient)."""
+    return need_triton()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, request):
     need_triton()
