@@ -55,9 +55,11 @@ def _pynetdicom():
     return pynetdicom
 
 
-def _free_name(folder: Path, stem: str, suffixes: tuple[str, ...]) -> str:
+def _free_name(folder: Path, stem: str) -> str:
+    """``stem``, or ``stem-2``, ``stem-3``...: the first name no received file, SR or SEG has yet."""
     n, name = 1, stem
-    while any((folder / f"{name}{s}").exists() for s in suffixes):
+    while any(p.exists() for p in (folder / "received" / f"{name}.dcm", folder / f"{name}.SR.dcm",
+                                   folder / f"{name}.SEG.dcm")):
         n += 1
         name = f"{stem}-{n}"
     return name
@@ -102,8 +104,7 @@ class Listener:
             ds.file_meta = event.file_meta
             uid = str(getattr(ds, "SOPInstanceUID", "") or "unknown")
             with self._names:
-                stem = _free_name(self.out, uid, (".SR.dcm", ".SEG.dcm")) if (self.out / "received" / f"{uid}.dcm").exists() \
-                    else uid
+                stem = _free_name(self.out, uid)
                 received = self.out / "received" / f"{stem}.dcm"
                 received.touch()  # reserve the name
             import io
