@@ -160,3 +160,31 @@ def test_bls_model_runs_in_bundled_server(repository, tmp_path, request, triton_
         assert client.ready()
     assert server.stop() == 0
 
+
+
+def test_engines_become_tensorrt_models(tmp_path):
+    """With segmenter/classifier .engine files beside the .onnx files, the repository gets
+    tensorrt models (GPU instance groups) and the BLS model calls them."""
+    pytest.importorskip("tritonclient.grpc", reason="the serve extra is not installed (pip install 'manet-edge[serve]')")
+    import shutil
+
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for role in ("segmenter", "classifier"):
+        shutil.copy(ROOT / "manet_edge" / "assets" / "models" / f"{role}.onnx", models)
+        (models / f"{role}.engine").write_bytes(f"{role} engine bytes".encode())  # copied as is, not loaded
+    out = tmp_path / "repo"
+    res = export(out, "--models", str(models), "--gpu")
+    assert res.returncode == 0, res.stderr
+    for role in ("segmenter", "classifier"):
+        config = text_format.Parse((out / f"{role}_trt" / "config.pbtxt").read_text(), mc.ModelConfig())
+        assert config.backend == "tensorrt" and config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+        onnx_config = text_format.Parse((out / role / "config.pbtxt").read_text(), mc.ModelConfig())
+        assert list(config.input) == list(onnx_config.input) and list(config.output) == list(onnx_config.output)
+        assert (out / f"{role}_trt" / "1" / "model.plan").read_bytes() == f"{role} engine bytes".encode()
+    bls = text_format.Parse((out / "manet_edge" / "config.pbtxt").read_text(), mc.ModelConfig())
+    params = {k: v.string_value for k, v in bls.parameters.items()}
+    assert params["segmenter_model"] == "segmenter_trt" and params["classifier_model"] == "classifier_trt"
