@@ -81,6 +81,10 @@ def infer(
                                      "(0: one per core on CPU backends, with one model thread each; "
                                      "1 on GPUs, torch and tensorrt)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+    dicom_out: Optional[Path] = typer.Option(
+        None, "--dicom-out", file_okay=False,
+        help="For every classified DICOM input, write a DICOM SR (classification, probabilities) and a DICOM SEG "
+             "(lung mask) here (needs the dicom extra; docs/serving.md)."),
 ) -> None:
     """Segment the lungs and classify every image under FOLDER (normal, covid, tb, bacterial, viral)."""
     from manet_edge.signals import StopOnSignals, signal_name
@@ -94,7 +98,7 @@ def infer(
             code = run_infer(folder=folder, out=out, backend=Backend(backend).value, precision=precision, models=models,
                              batch=batch, save_masks=save_masks, save_overlays=save_overlays, overwrite=overwrite,
                              threads=threads, workers=workers, streams=streams, progress=not no_progress,
-                             stop=guard.event)
+                             stop=guard.event, dicom_out=dicom_out)
     except Exception as exc:  # ManetEdgeError: 2 (one line); a bug: 3 (traceback); see errors.exit_code
         raise typer.Exit(report_error(exc)) from None
     raise typer.Exit(code)
@@ -203,7 +207,7 @@ def _runner_kwargs(backend: str, threads: int | None, streams: int = 1) -> dict[
 def run_infer(*, folder: Path, out: Path, backend: str = "onnxruntime", precision: str | None = None,
               models: Path | None = None, batch: int = 1, save_masks: bool = False, save_overlays: bool = False,
               overwrite: bool = False, threads: int | None = None, workers: int = 0, streams: int = 0,
-              progress: bool = True, stop=None) -> int:
+              progress: bool = True, stop=None, dicom_out: Path | None = None) -> int:
     """The ``infer`` command without typer; returns the exit code (0, 1, 130, 143).
 
     Raises :class:`ManetEdgeError` for code 2. ``stop`` (a :class:`manet_edge.signals.StopEvent`)
@@ -237,6 +241,12 @@ def run_infer(*, folder: Path, out: Path, backend: str = "onnxruntime", precisio
     if save_masks or save_overlays:
         names = artifact_names([f.rel for f in files if not f.error])
         writer = ArtifactWriter(out, names, masks=save_masks, overlays=save_overlays)
+    if dicom_out is not None:  # SR + SEG per DICOM input (manet_edge.dicom_out)
+        from manet_edge.dicom_out import dicom_writer
+
+        writer = dicom_writer(Path(dicom_out), files, writer)
+        config = PipelineConfig(batch=batch, workers=workers, keep_display=save_overlays, keep_prob=True,
+                                streams=streams)
     planned = [out / PREDICTIONS_CSV, out / PREDICTIONS_JSON, *(writer.planned_paths() if writer else [])]
     _check_overwrite(out, planned, overwrite)
     _check_stop(stop)
