@@ -44,6 +44,8 @@ _COMMAND_MODULES = (
     "bench",
     "flops",
     "models",
+    "serve",
+    "listen",
 )
 
 for _name in _COMMAND_MODULES:

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from manet_edge.benchmarks import env as envmod
+from manet_edge.runtime.backends import bench_order
 from manet_edge.benchmarks.targets import (
-    BACKEND_ORDER,
     ExportFn,
     ModelSpec,
     Prepared,
@@ -88,14 +88,15 @@ class BenchConfig:
 
 
 def plan(config: BenchConfig, notes: list[str]) -> tuple[list[Target], list[Skip]]:
-    """Targets to time and skips, in a stable order (backends in :data:`BACKEND_ORDER`)."""
+    """Targets to time and skips, in a stable order (backends in the table's ``bench_order``)."""
     from manet_edge.runtime import BACKENDS, normalise_precision
 
     specs = parse_models(list(config.models), list(config.sizes), notes)
     unknown = [b for b in config.backends if b not in BACKENDS]
     if unknown:
         raise BadInputError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
-    backends = sorted(dict.fromkeys(config.backends), key=BACKEND_ORDER.index)
+    order = bench_order()
+    backends = sorted(dict.fromkeys(config.backends), key=order.index)
     wanted = [normalise_precision(p) for p in config.precisions] if config.precisions else []
     targets: list[Target] = []
     skips: list[Skip] = []

@@ -94,13 +94,10 @@ class PairResult:
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU model (:func:`manet_edge.cpu.cpu_model`, the one CPU-name reader)."""
+    from manet_edge.cpu import cpu_model
+
+    return cpu_model()
 
 
 def build_models(size: int, variants: list[str]) -> dict[str, Any]:
@@ -108,7 +105,7 @@ def build_models(size: int, variants: list[str]) -> dict[str, Any]:
     import torch
 
     from manet_edge.export.onnx import ExportOptions, build_onnx, make_card, set_card, source_from_name, torch_to_onnx
-    from manet_edge.export.rules.functions import inline_ma
+    from manet_edge.rewrite.functions import inline_ma
 
     from manet_edge.export.verify import randomize_like_trained
 
@@ -148,16 +145,9 @@ def _feed(size: int) -> dict[str, np.ndarray]:
 # ----------------------------------------------------------------------------------------------
 
 def _ort_session(model, threads: int, profile_prefix: str | None = None):
-    import onnxruntime as ort
+    from manet_edge.runtime.onnxrt import session_from_onnx
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    if profile_prefix:
-        so.enable_profiling = True
-        so.profile_file_prefix = profile_prefix
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return session_from_onnx(model, threads=threads, profile_prefix=profile_prefix)
 
 
 def _ort_runner(model, threads: int) -> Callable[[dict], Any]:
@@ -166,15 +156,9 @@ def _ort_runner(model, threads: int) -> Callable[[dict], Any]:
 
 
 def _ov_compile(model, threads: int, perf_count: bool = False):
-    import openvino as ov
+    from manet_edge.runtime.openvino import compile_config, compile_model
 
-    from manet_edge.runtime.openvino import read_onnx, register_extensions
-
-    core = register_extensions(ov.Core())
-    config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
-    if perf_count:
-        config["PERF_COUNT"] = True
-    compiled = core.compile_model(read_onnx(core, model), "CPU", config)  # as the OpenVINO runner reads it
+    compiled = compile_model(model, compile_config("fp32", threads=threads, perf_count=perf_count))
     names = {p.get_any_name() for p in compiled.inputs}  # OpenVINO may drop an unused input
     return compiled, names
 

@@ -6,8 +6,8 @@ image at a time) with every stage timed on its own by ``perf_counter``:
 * ``decode`` - :func:`manet_edge.io.load_image`;
 * ``preprocess`` - ``seg_input`` at the segmenter size and the resize to the classifier size;
 * ``segment`` - the segmenter runner, batch 1;
-* ``postprocess`` - sigmoid, ``clean_mask`` (scikit-image), lung fraction, plausibility flags and
-  ``cls_input``;
+* ``postprocess`` - ``stages.mask_from_logits`` (sigmoid, scikit-image clean-up, lung fraction,
+  plausibility flags) and ``stages.cls_feed``;
 * ``classify`` - the classifier runner, batch 1, and the softmax.
 
 That is the cost of each stage. What ``manet-edge infer`` achieves is a different number: its
@@ -23,8 +23,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
-
 from manet_edge.benchmarks.timing import LatencyStats, check_counts
 
 STAGES: tuple[str, ...] = ("decode", "preprocess", "segment", "postprocess", "classify")
@@ -35,16 +33,12 @@ def stage_times(seg, cls, files: Sequence[Path], *, runs: int, warmup: int = 1) 
 
     ``seg`` and ``cls`` are activated runners (:class:`manet_edge.runtime.Runner`).
     """
+    from manet_edge import stages
     from manet_edge.io import load_image
-    from manet_edge.pipeline import postprocess_config, sigmoid, softmax
-    from manet_edge.postprocess import clean_mask, lung_fraction, plausibility_flags
-    from manet_edge.preprocess import cls_input, resize, seg_input
 
     check_counts(warmup, runs)
-    post = postprocess_config(seg.card)
+    post = stages.postprocess_config(seg.card)
     s, c = seg.card.input_size, cls.card.input_size
-    sch, cch = seg.card.in_channels, cls.card.in_channels
-    wants_mask = "mask" in cls.input_names
     samples: dict[str, list[float]] = {k: [] for k in (*STAGES, "total")}
     not_classified = 0
 
@@ -53,27 +47,18 @@ def stage_times(seg, cls, files: Sequence[Path], *, runs: int, warmup: int = 1) 
         t = [time.perf_counter()]
         image = load_image(path)
         t.append(time.perf_counter())
-        seg_in = seg_input(image, s)
-        if sch != 1:
-            seg_in = np.repeat(seg_in, sch, axis=0)
-        small = resize(image, c)
+        seg_in = stages.seg_feed(image, seg.card)
+        small = stages.cls_image(image, cls.card)
         t.append(time.perf_counter())
         logits = seg.infer({"image": seg_in[None]})["logits"]
         t.append(time.perf_counter())
-        mask = clean_mask(sigmoid(logits[0, 0]), post)
-        lung_fraction(mask)
-        flags = plausibility_flags(mask, post)
-        ok = "empty_mask" not in flags
+        lung = stages.mask_from_logits(logits[0], post)
+        ok = not lung.empty
         if ok:
-            img, m = cls_input(small, mask, c)
-            if cch != 1:
-                img = np.repeat(img, cch, axis=0)
+            feed = stages.cls_batch([stages.cls_feed(small, lung.mask, cls.card)], cls.input_names)
         t.append(time.perf_counter())
         if ok:
-            feed = {"image": img[None]}
-            if wants_mask:
-                feed["mask"] = m[None]
-            softmax(cls.infer(feed)["logits"])
+            stages.probabilities(cls.infer(feed)["logits"], cls.card)
         t.append(time.perf_counter())
         if record:
             for name, a, b in zip(STAGES, t, t[1:]):
@@ -133,7 +118,7 @@ def bench_pipeline(config, log: Callable[[str], None] = print, files: Sequence[P
             log(f"skip pipeline {backend}: {reason}")
             continue
         seg_path, cls_path = paths
-        kw: dict[str, Any] = {"threads": config.threads} if backend in ("onnxruntime", "openvino") else {}
+        kw: dict[str, Any] = {"threads": config.threads} if "threads" in BACKENDS[backend].runner_options else {}
         try:
             seg = create_runner(seg_path, backend, None, name="segmenter", **kw)
             cls = create_runner(cls_path, backend, None, name="classifier", **kw)

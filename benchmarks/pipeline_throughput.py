@@ -38,14 +38,10 @@ BAR = 0.90
 
 
 def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU model (:func:`manet_edge.cpu.cpu_model`, the one CPU-name reader)."""
+    from manet_edge.cpu import cpu_model
+
+    return cpu_model()
 
 
 def synthetic_folder(folder: Path, n: int, size: int) -> Path:
@@ -170,6 +166,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from manet_edge.pipeline import Pipeline, PipelineConfig, walk_folder
     from manet_edge.results import library_versions
     from manet_edge.runtime import create_runner
+    from manet_edge.runtime.backends import backend_info, runner_kwargs
 
     if args.seg and args.cls:
         seg_path, cls_path = Path(args.seg), Path(args.cls)
@@ -183,11 +180,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         streams, threads = plan_streams(args.backend, args.streams, args.threads)
 
         def runners(n_threads: int | None, n_streams: int, spin: bool):
-            kw: dict[str, Any] = {"threads": n_threads}
-            if args.backend == "onnxruntime":
-                kw["spin"] = spin
-            elif n_streams > 1:
-                kw["streams"] = n_streams
+            kw: dict[str, Any] = runner_kwargs(args.backend, threads=n_threads, streams=n_streams, spin=spin)
             return (create_runner(seg_path, args.backend, args.precision, name="segmenter", **kw),
                     create_runner(cls_path, args.backend, args.precision, name="classifier", **kw))
 
@@ -222,7 +215,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "device": {"cpu": _cpu_name(), "cpu_count": os.cpu_count(), "platform": platform.platform()},
         "backend": args.backend, "precision": precision, "bound_threads": args.threads,
         "streams": streams, "threads_per_stream": threads, "workers": args.workers,
-        "ort_spin": args.spin if args.backend == "onnxruntime" else None,
+        "ort_spin": args.spin if "spin" in backend_info(args.backend).runner_options else None,
         "models": {"segmenter": str(seg_path), "classifier": str(cls_path)},
         "inputs": {"folder": args.folder, "images": len(files),
                    "image_size": None if args.folder else args.image_size},

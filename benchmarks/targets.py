@@ -15,7 +15,7 @@ skipped on this machine, and how each backend's target is prepared into a timed 
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -24,8 +24,16 @@ import numpy as np
 
 from manet_edge.errors import BadInputError, ManetEdgeError
 from manet_edge.benchmarks.timing import Clock, PerfCounterClock, Step
+from manet_edge.runtime.backends import (
+    BACKENDS,
+    backend_info,
+    bench_order,
+    cuda_gpu_present,
+    has_module,
+    runner_kwargs,
+    unavailable_reason,
+)
 
-BACKEND_ORDER: tuple[str, ...] = ("torch", "onnxruntime", "openvino", "tensorrt")
 DEFAULTS_TOKEN = "defaults"
 DEFAULT_FALLBACK: tuple[str, ...] = ("resnet18@192", "resnet18-ma@192")
 """Timed instead of ``defaults`` while the bundled ONNX models do not exist: the bundled classifier's
@@ -140,31 +148,18 @@ class Skip:
 
 # -- availability ----------------------------------------------------------------------------
 def _has_module(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
+    return has_module(name)
 
 
 def _cuda_gpu_present() -> bool:
-    import shutil
-
-    return shutil.which("nvidia-smi") is not None or Path("/dev/nvidia0").exists() or Path("/etc/nv_tegra_release").exists()
+    return cuda_gpu_present()
 
 
 def backend_unavailable(backend: str) -> str | None:
-    """Why ``backend`` cannot run here (``None``: it can)."""
-    from manet_edge.runtime import BACKENDS
-
+    """Why ``backend`` cannot run here (``None``: it can); from its row of the backend table."""
     if backend not in BACKENDS:
         raise BadInputError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
-    extra = BACKENDS[backend].extra
-    module = {"torch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}[backend]
-    if not _has_module(module):
-        return f"{module} is not installed (pip install 'manet-edge[{extra}]')"
-    if backend == "tensorrt" and not _cuda_gpu_present():
-        return "TensorRT needs an NVIDIA GPU and none was found"
-    return None
+    return unavailable_reason(backend, module_present=_has_module, gpu_present=_cuda_gpu_present)
 
 
 ZOO_NEEDS_TORCH = ("zoo models are built (and exported) with torch, which is not installed "
@@ -193,29 +188,19 @@ def precision_unavailable(backend: str, precision: str, model: ModelSpec | None 
     Zoo models are exported in fp32, so onnxruntime times them in fp32 only; an ``.onnx`` file runs
     in the precision it was exported in.
     """
-    from manet_edge.runtime import BACKENDS
-
-    info = BACKENDS[backend]
+    info = backend_info(backend)
     if precision not in info.precisions:
         return f"{backend} supports {', '.join(info.precisions)}"
-    if backend == "torch" and precision != "fp32":
-        return "torch eager is timed in fp32 only"
-    if backend == "torch" and model is not None and model.path is not None:
-        return "the torch backend runs zoo models and checkpoints, not ONNX files"
-    if backend == "onnxruntime" and model is not None:
+    if info.needs_torch and model is not None and model.path is not None:
+        return f"the {backend} backend runs zoo models and checkpoints, not ONNX files"
+    if info.precision_from_artifact and model is not None:
         exported = _card_of(model.path).precision if model.path is not None else "fp32"
         if precision != exported:
-            return (f"onnxruntime runs a model in its exported precision ({exported}); pass a "
+            return (f"{backend} runs a model in its exported precision ({exported}); pass a "
                     f"{precision} .onnx exported with `manet-edge export` to time it")
-    if backend == "openvino" and precision == "bf16":
-        from manet_edge.runtime.openvino import cpu_capabilities
-
-        caps = cpu_capabilities()
-        if "BF16" not in caps:
-            return f"this CPU has no bf16 support (OpenVINO capabilities: {', '.join(caps)})"
-    if backend == "tensorrt" and precision == "int8":
-        return "int8 engines need a calibrated Q/DQ ONNX (manet-edge export --precision int8); pass it as a model file"
-    return None
+    # What only the backend knows (this CPU's bf16, calibrated int8 engines): its runner module's hook.
+    hook = getattr(importlib.import_module(info.module), "bench_precision_problem", None)
+    return hook(precision) if hook is not None else None
 
 
 # -- preparation -----------------------------------------------------------------------------
@@ -297,16 +282,15 @@ def _prepare_torch(target: Target, device: str, threads: int | None) -> Prepared
 def _prepare_runner(target: Target, model_path: Path, threads: int | None, work_dir: Path) -> Prepared:
     from manet_edge.runtime import create_runner
 
-    kw: dict[str, Any] = {"name": target.label}
-    if target.backend in ("onnxruntime", "openvino"):
-        kw["threads"] = threads
-    if target.backend == "onnxruntime":
-        kw["spin"] = False  # idle ORT threads must not spin into the next interleaved target
+    info = backend_info(target.backend)
+    # threads where the runner takes them; idle ORT threads must not spin into the next interleaved target
+    kw: dict[str, Any] = {"name": target.label,
+                          **{k: v for k, v in runner_kwargs(target.backend, threads=threads, spin=False).items()
+                             if k != "streams"}}
     path = model_path
-    precision: str | None = target.precision
-    if target.backend == "onnxruntime":
-        precision = None  # runs the exported precision (checked in precision_unavailable)
-    if target.backend == "tensorrt":
+    # precision_from_artifact: runs the exported precision (checked in precision_unavailable)
+    precision: str | None = None if info.precision_from_artifact else target.precision
+    if info.artifact_suffix == ".engine":  # built from the ONNX for this batch and precision
         from manet_edge.export.engine import build_engine, make_profile
 
         engine = work_dir / f"{model_path.stem}.{target.precision}.b{target.batch}.engine"
@@ -326,7 +310,8 @@ def _prepare_runner(target: Target, model_path: Path, threads: int | None, work_
     except BaseException:
         runner.deactivate()
         raise
-    device = "cuda" if target.backend == "tensorrt" or "CUDAExecutionProvider" in info.get("providers", []) else "cpu"
+    on_gpu = backend_info(target.backend).devices == ("cuda",) or "CUDAExecutionProvider" in info.get("providers", [])
+    device = "cuda" if on_gpu else "cpu"
     return Prepared(target, lambda: runner.infer(feed), PerfCounterClock(), runner.precision, device, info,
                     runner.deactivate)
 
@@ -345,7 +330,7 @@ def resolve_ma_op(ma_op: str, backend: str) -> str:
 def prepare(target: Target, *, work_dir: Path, threads: int | None = None, device: str = "auto",
             ma_op: str = "auto", export: ExportFn = export_zoo_onnx) -> Prepared:
     """Build ``target``'s step. Raises :class:`ManetEdgeError` (or a backend error) when it cannot."""
-    if target.backend == "torch":
+    if backend_info(target.backend).needs_torch:  # torch eager runs the zoo model itself
         if target.model.path is not None:
             raise ManetEdgeError("the torch backend cannot run an ONNX file")
         return _prepare_torch(target, torch_device(device), threads)

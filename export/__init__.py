@@ -1,7 +1,7 @@
 """Export (installed as ``manet_edge.export``): torch checkpoints -> ONNX, graph rules, reduced precision.
 
 * :mod:`manet_edge.export.onnx` - torch -> ONNX with the model card, MA folded (may import torch).
-* :mod:`manet_edge.export.rules` - one graph rewrite per file; the MA op's local function.
+* :mod:`manet_edge.rewrite` - one graph rewrite per file; the MA op's local function.
 * :mod:`manet_edge.export.quantize` - fp16 cast pass and int8 QDQ calibrated on real X-rays.
 * :mod:`manet_edge.export.verify` - parity tables (torch vs ONNX Runtime, fused vs inlined).
 * :mod:`manet_edge.export.engine` - TensorRT engines (separate owner).

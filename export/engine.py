@@ -349,6 +349,50 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *, precis
     t0 = time.monotonic()
     logger = _make_logger(trt, echo, verbose)
     builder = trt.Builder(logger)
+    network, _parser = network_from_onnx(trt, builder, logger, onnx_path, plan, echo)
+    config, shapes = create_config(trt, builder, network, plan, profile, workspace_mb=workspace_mb,
+                                   dla_core=dla_core)
+    cache_path = Path(timing_cache) if timing_cache is not None else default_timing_cache(out, env)
+    reused = attach_timing_cache(config, cache_path, echo)
+    echo(f"building {plan.precision} engine, batch {profile.min}/{profile.opt}/{profile.max}, workspace "
+         f"{workspace_mb} MiB, timing cache {'reused' if reused else 'new'}: {cache_path}")
+    engine_bytes = engine_bytes_from_network(trt, builder, network, config, onnx_path, echo)
+    atomic_write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
+
+    info = _engine_information(trt, logger, engine_bytes, shapes)
+    report = check_layer_precisions(info, precision, min_fraction=min_fraction)
+    ma_op = facts.ma_op
+    if ma_op == "local-function" and plugin_layers(info):
+        ma_op = "plugin"  # TensorRT >= 10.7 prefers a registered plugin of the same name
+        echo("note: the MA op ran as a plugin layer, not as the inlined local function: "
+             + ", ".join(plugin_layers(info)[:3]))
+    echo(report.summary())
+    if not report.ok:
+        raise EngineBuildError(f"refusing to write {out}: {report.summary()}")
+
+    manifest = EngineManifest(
+        engine_file=out.name, engine_sha256=hashlib.sha256(engine_bytes).hexdigest(),
+        onnx_file=_relative_to(onnx_path, out.parent), onnx_sha256=facts.sha256, precision=plan.precision,
+        profile=profile, input_shapes={k: [int(d) for d in v[1][1:]] for k, v in shapes.items()}, env=env,
+        ma_op=ma_op,
+        calibration_sha256=calibration_sha,
+        build={**plan.to_dict(), "workspace_mb": workspace_mb, "timing_cache": str(cache_path),
+               "timing_cache_reused": reused, "dla_core": dla_core, "min_fraction": min_fraction},
+        layer_precisions=report.counts, card=facts.card,
+        built_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        build_seconds=round(time.monotonic() - t0, 1), manet_edge_version=__version__,
+    )
+    save_engine(out, engine_bytes, manifest)
+    echo(f"wrote {out} and {manifest_path(out).name} in {manifest.build_seconds:.1f}s")
+    return BuildResult(out, manifest, skipped=False, report=report)
+
+
+# -- the build steps (network, config, build, write), each usable on its own ---------------------
+
+def network_from_onnx(trt: Any, builder: Any, logger: Any, onnx_path: str | Path, plan: BuildPlan,
+                      echo: Echo = _stderr) -> tuple[Any, Any]:
+    """``(network, parser)``: the TensorRT network definition parsed from ``onnx_path`` with the
+    plan's network flags (the parser must live as long as the network)."""
     trt_major = parse_trt_version(str(trt.__version__))[0]
     network = builder.create_network(_flag_bits(trt.NetworkDefinitionCreationFlag, plan.network_flags, trt_major))
     parser = trt.OnnxParser(network, logger)
@@ -356,7 +400,13 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *, precis
     if not parser.parse_from_file(str(onnx_path)):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         raise EngineBuildError(f"TensorRT could not parse {onnx_path}:\n  " + "\n  ".join(errors or ["(no detail)"]))
+    return network, parser
 
+
+def create_config(trt: Any, builder: Any, network: Any, plan: BuildPlan, profile: BatchProfile, *,
+                  workspace_mb: int = 1024, dla_core: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """``(builder config, profile shapes)``: the plan's builder flags, detailed profiling, the
+    workspace limit, one optimization profile over the batch axis and (optionally) a DLA core."""
     config = builder.create_builder_config()
     for name in plan.builder_flags:
         if not hasattr(trt.BuilderFlag, name):
@@ -384,8 +434,12 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *, precis
                                    "DLA core(s)")
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = int(dla_core)
+    return config, shapes
 
-    cache_path = Path(timing_cache) if timing_cache is not None else default_timing_cache(out, env)
+
+def attach_timing_cache(config: Any, cache_path: Path, echo: Echo = _stderr) -> bool:
+    """Give ``config`` the timing cache at ``cache_path`` (a fresh one when it is missing or from
+    another TensorRT/GPU); True when the saved cache was reused."""
     cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
     cache = config.create_timing_cache(cache_bytes)
     reused = bool(cache_bytes) and bool(config.set_timing_cache(cache, False))
@@ -394,44 +448,24 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *, precis
         config.set_timing_cache(config.create_timing_cache(b""), False)
     elif not cache_bytes:
         config.set_timing_cache(cache, False)
+    return reused
 
+
+def engine_bytes_from_network(trt: Any, builder: Any, network: Any, config: Any, onnx_path: str | Path,
+                              echo: Echo = _stderr) -> bytes:
+    """Build the serialized engine (TensorRT's progress shown through ``echo``)."""
     monitor = _make_progress_monitor(trt, echo)
     config.progress_monitor = monitor  # keep `monitor` referenced until the build returns
-    echo(f"building {plan.precision} engine, batch {profile.min}/{profile.opt}/{profile.max}, workspace "
-         f"{workspace_mb} MiB, timing cache {'reused' if reused else 'new'}: {cache_path}")
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EngineBuildError(f"TensorRT failed to build {onnx_path} (see the TensorRT log above)")
-    engine_bytes = bytes(serialized)
-    atomic_write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
+    return bytes(serialized)
 
-    info = _engine_information(trt, logger, engine_bytes, shapes)
-    report = check_layer_precisions(info, precision, min_fraction=min_fraction)
-    ma_op = facts.ma_op
-    if ma_op == "local-function" and plugin_layers(info):
-        ma_op = "plugin"  # TensorRT >= 10.7 prefers a registered plugin of the same name
-        echo("note: the MA op ran as a plugin layer, not as the inlined local function: "
-             + ", ".join(plugin_layers(info)[:3]))
-    echo(report.summary())
-    if not report.ok:
-        raise EngineBuildError(f"refusing to write {out}: {report.summary()}")
 
+def save_engine(out: Path, engine_bytes: bytes, manifest: EngineManifest) -> None:
+    """Write the engine, then its manifest, each atomically."""
     atomic_write_bytes(out, engine_bytes)
-    manifest = EngineManifest(
-        engine_file=out.name, engine_sha256=hashlib.sha256(engine_bytes).hexdigest(),
-        onnx_file=_relative_to(onnx_path, out.parent), onnx_sha256=facts.sha256, precision=plan.precision,
-        profile=profile, input_shapes={k: [int(d) for d in v[1][1:]] for k, v in shapes.items()}, env=env,
-        ma_op=ma_op,
-        calibration_sha256=calibration_sha,
-        build={**plan.to_dict(), "workspace_mb": workspace_mb, "timing_cache": str(cache_path),
-               "timing_cache_reused": reused, "dla_core": dla_core, "min_fraction": min_fraction},
-        layer_precisions=report.counts, card=facts.card,
-        built_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        build_seconds=round(time.monotonic() - t0, 1), manet_edge_version=__version__,
-    )
     write_manifest(out, manifest)
-    echo(f"wrote {out} and {manifest_path(out).name} in {manifest.build_seconds:.1f}s")
-    return BuildResult(out, manifest, skipped=False, report=report)
 
 
 def _engine_information(trt: Any, logger: Any, engine_bytes: bytes, shapes: dict[str, Any]) -> str:

@@ -6,7 +6,7 @@ Every file is opset >= 17 with a dynamic batch ``N`` and fixed H x W, passes
 normalisation, mask threshold and post-processing (segmenter), model name, MA on/off and the MA
 op form, precision, exporter version and the sha256 of the source checkpoint.
 
-Classifiers with mask attention go through the MA rules (:mod:`manet_edge.export.rules`): the mask
+Classifiers with mask attention go through the MA rules (:mod:`manet_edge.rewrite`): the mask
 pyramid is shared and hoisted, each MA site becomes one ``manet_edge::MaskAttentionMul`` node
 (``ma_op='fused'``, a model-local function) or the same graph inlined (``ma_op='inline'``).
 Plain and CBAM classifiers keep the ``mask`` input (unused) so every classifier has one signature.
@@ -82,7 +82,7 @@ class ExportOptions:
     head is a global average pool + linear layer."""
 
     def __post_init__(self) -> None:
-        from manet_edge.export.rules import MA_BODIES, MA_OPS
+        from manet_edge.rewrite import MA_BODIES, MA_OPS
 
         if self.opset < MIN_OPSET:
             raise BadInputError(f"opset must be >= {MIN_OPSET}, got {self.opset}")
@@ -280,14 +280,14 @@ def check_onnx(model: onnx.ModelProto, what: str = "model") -> None:
 
 
 def opset_of(model: onnx.ModelProto) -> int:
-    from manet_edge.export.rules.functions import model_opset
+    from manet_edge.rewrite.functions import model_opset
 
     return model_opset(model)
 
 
 def build_onnx(src: Source, options: ExportOptions = ExportOptions()) -> tuple[onnx.ModelProto, ExportResult]:
     """Export ``src`` to an in-memory, checked ONNX model with its card (fp32)."""
-    from manet_edge.export.rules import count_ma_nodes, fold_mask_attention
+    from manet_edge.rewrite import count_ma_nodes, fold_mask_attention
 
     model = torch_to_onnx(src, options.opset, options.dynamic_batch)
     rules = ""

@@ -21,13 +21,14 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from manet_edge import CLASSES
+from manet_edge import CLASSES, stages
 from manet_edge.errors import BadInputError, ManetEdgeError
 from manet_edge.metadata import CARD_KEY, ModelCard
 
@@ -160,33 +161,28 @@ def list_images(folder: str | Path, limit: int | None = None, seed: int = 0) -> 
 
 
 class Segmenter:
-    """Stage 1 with ONNX Runtime and the product's pre/post-processing (no torch)."""
+    """Stage 1 with ONNX Runtime and the product's stage functions (:mod:`manet_edge.stages`; no torch)."""
 
     def __init__(self, seg_onnx: str | Path, threads: int = 1):
-        from manet_edge.config import PostprocessConfig, from_dict
         from manet_edge.export.verify import ort_session
         from manet_edge.metadata import read_onnx_card
 
         self.card = read_onnx_card(str(seg_onnx))
         if self.card.kind != "seg":
             raise BadInputError(f"expected a segmenter ONNX, got a model card of kind {self.card.kind!r}", seg_onnx)
-        post = dict(self.card.postprocess or {})
-        post.setdefault("threshold", self.card.mask_threshold)
-        known = {k: v for k, v in post.items() if k in PostprocessConfig.__dataclass_fields__}
-        self.post = from_dict(PostprocessConfig, known)
+        self.post = stages.postprocess_config(self.card)
         self.session = ort_session(seg_onnx, threads)
+
+    def mask(self, image: np.ndarray) -> np.ndarray:
+        """The cleaned S x S lung mask of one 2-D image."""
+        logits = self.session.run(None, {"image": stages.seg_feed(image, self.card)[None]})[0][0]
+        return stages.mask_from_logits(logits, self.post).mask
 
     def cls_inputs(self, image: np.ndarray, cls_size: int,
                    normalisation: str = "segmented_minmax_pm1") -> tuple[np.ndarray, np.ndarray]:
         """(segmented (1,S,S) in [-1,1], mask (1,S,S) in {0,1}) for one 2-D image."""
-        from manet_edge.postprocess import clean_mask
-        from manet_edge.preprocess import cls_input, seg_input
-
-        x = seg_input(image, self.card.input_size)[None]
-        logits = self.session.run(None, {"image": x})[0][0, 0]
-        prob = 1.0 / (1.0 + np.exp(-logits))
-        mask = clean_mask(prob, self.post)
-        return cls_input(image, mask, cls_size, normalisation)
+        card = SimpleNamespace(input_size=cls_size, in_channels=1, normalisation=normalisation)
+        return stages.cls_feed(image, self.mask(image), card)
 
 
 def segmented_inputs(images: Iterable[Path], seg_onnx: str | Path, cls_size: int,
@@ -195,10 +191,11 @@ def segmented_inputs(images: Iterable[Path], seg_onnx: str | Path, cls_size: int
     from manet_edge.io import load_image
 
     seg = Segmenter(seg_onnx)
+    card = SimpleNamespace(input_size=cls_size, in_channels=channels, normalisation=normalisation)
     for path in images:
-        segmented, mask = seg.cls_inputs(load_image(path), cls_size, normalisation)
-        image = np.repeat(segmented[None], channels, axis=1) if channels > 1 else segmented[None]
-        yield {"image": image.astype(np.float32), "mask": mask[None].astype(np.float32)}
+        image = load_image(path)
+        feed = stages.cls_feed(image, seg.mask(image), card)
+        yield {k: v.astype(np.float32) for k, v in stages.cls_batch([feed], ("image", "mask")).items()}
 
 
 class XrayCalibrationReader:
@@ -236,8 +233,8 @@ def _reader_class():
 
 def float_only_nodes(model: onnx.ModelProto, mask_input: str = "mask") -> list[str]:
     """Names of the nodes that must stay float: the mask branch and every MA multiply."""
-    from manet_edge.export.rules.base import RewriteContext
-    from manet_edge.export.rules.functions import MA_DOMAIN, MA_SITE_OPS
+    from manet_edge.rewrite.base import RewriteContext
+    from manet_edge.rewrite.functions import MA_DOMAIN, MA_SITE_OPS
 
     ctx = RewriteContext(model, mask_input=mask_input)
     names = []
@@ -369,8 +366,6 @@ def compare_precisions(models: dict[str, str | Path], seg_onnx: str | Path, item
     labels = np.array([classes.index(lbl) for _, lbl in items])
     feeds = list(segmented_inputs([Path(p) for p, _ in items], seg_onnx, card.input_size, card.in_channels,
                                   card.normalisation))
-    from manet_edge.pipeline import softmax
-
     probs: dict[str, np.ndarray] = {}
     times: dict[str, float] = {}
     for name, path in models.items():
@@ -380,7 +375,7 @@ def compare_precisions(models: dict[str, str | Path], seg_onnx: str | Path, item
             t0 = time.perf_counter()
             logits = sess.run(["logits"], feed)[0]
             ts.append(time.perf_counter() - t0)
-            out.append(softmax(logits[0]))
+            out.append(stages.softmax(logits[0]))  # temperature 1: the raw models compared
         probs[name] = np.array(out).reshape(len(feeds), len(classes))
         times[name] = float(np.median(ts)) * 1e3
     preds = {name: p.argmax(1) for name, p in probs.items()}

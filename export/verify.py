@@ -158,14 +158,10 @@ def real_inputs(size: int, channels: int = 1, batch: int = 2) -> dict[str, np.nd
 # ----------------------------------------------------------------------------------------------
 
 def ort_session(model: onnx.ModelProto | str | Path, threads: int = 1):
-    import onnxruntime as ort
+    """A CPU ONNX Runtime session (:func:`manet_edge.runtime.onnxrt.session_from_onnx`)."""
+    from manet_edge.runtime.onnxrt import session_from_onnx
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+    return session_from_onnx(model, threads=threads)
 
 
 def run_ort(model: onnx.ModelProto | str | Path, feed: dict[str, np.ndarray], threads: int = 1) -> np.ndarray:
@@ -183,17 +179,11 @@ def openvino_extensions() -> list[Any]:
 
 
 def openvino_compile(model: onnx.ModelProto | str | Path, threads: int | None = None, hint: str = "LATENCY"):
-    """Compile for the CPU in f32 (``INFERENCE_PRECISION_HINT`` set explicitly)."""
-    import openvino as ov
+    """Compile for the CPU in f32 (``INFERENCE_PRECISION_HINT`` set explicitly), as the OpenVINO
+    runner reads and compiles models (:func:`manet_edge.runtime.openvino.compile_model`)."""
+    from manet_edge.runtime.openvino import compile_config, compile_model
 
-    from manet_edge.runtime.openvino import read_onnx, register_extensions
-
-    core = register_extensions(ov.Core())
-    ov_model = read_onnx(core, model)  # as the OpenVINO runner reads models
-    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": hint}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = int(threads)
-    return core.compile_model(ov_model, "CPU", config)
+    return compile_model(model, compile_config("fp32", hint=hint, threads=threads or None))
 
 
 def run_openvino(model: onnx.ModelProto | str | Path, feed: dict[str, np.ndarray]) -> np.ndarray:
@@ -221,7 +211,7 @@ def verify_export(model: onnx.ModelProto, torch_model: Any | None, *, name: str,
                   tolerance: float = TOLERANCE) -> ParityReport:
     """Compare an exported (fp32) model with its torch source, its inlined twin and optionally OpenVINO,
     on random inputs, lung-like blob masks and (classifiers) real segmented X-rays."""
-    from manet_edge.export.rules.functions import count_ma_nodes, inline_ma
+    from manet_edge.rewrite.functions import count_ma_nodes, inline_ma
 
     report = report or ParityReport()
     fused = count_ma_nodes(model) > 0

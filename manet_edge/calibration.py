@@ -3,7 +3,7 @@
 A classifier's softmax is calibrated by one scalar ``T`` (``softmax(logits / T)``), fitted on the
 validation split by minimising the negative log-likelihood. ``T`` leaves every prediction's arg-max
 unchanged; it only makes the probabilities mean what they say. The exporter stores ``T`` in the
-model card (``temperature``) and every runtime applies it (:func:`manet_edge.pipeline.softmax`).
+model card (``temperature``) and every runtime applies it (:func:`manet_edge.stages.probabilities`).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The two-stage MANet pipeline over any pair of runners, with overlapped CPU work and batching.
 
-Per image (the stage hand-off of docs/CONTRACTS.md): decode (:func:`manet_edge.io.load_image`)
--> ``preprocess.seg_input`` -> segmenter -> sigmoid at the segmenter size S -> ``postprocess.
-clean_mask`` at S x S (the segmenter card's :class:`PostprocessConfig`) -> lung fraction and
-plausibility flags at S x S -> ``preprocess.cls_input`` (mask resized nearest) -> classifier ->
-softmax. Saved masks are the S x S cleaned mask brought to the input's resolution by
+Per image (the stage hand-off of docs/CONTRACTS.md, written once in :mod:`manet_edge.stages`):
+decode (:func:`manet_edge.io.load_image`) -> ``stages.seg_feed`` -> segmenter ->
+``stages.lung_probability`` (sigmoid at the segmenter size S) -> ``stages.clean_lung_mask`` at
+S x S (the segmenter card's :class:`PostprocessConfig`, lung fraction and plausibility flags) ->
+``stages.cls_feed`` (mask resized nearest) -> classifier -> ``stages.probabilities`` (softmax). Saved masks are the S x S cleaned mask brought to the input's resolution by
 ``postprocess.upsample_mask`` (nearest, the outline refined from the probability map).
 
 Two schedules. With ``streams > 1`` (:meth:`Pipeline._run_streams`), N threads each take the next
@@ -34,17 +34,25 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from manet_edge import CLASSES
 from manet_edge.config import PostprocessConfig
-from manet_edge.errors import BadInputError, ManetEdgeError, ModelError, RunInterrupted
+from manet_edge.errors import BadInputError, ManetEdgeError, RunInterrupted
+from manet_edge import stages
 from manet_edge.io import load_image
-from manet_edge.postprocess import clean_mask, lung_fraction, plausibility_flags
-from manet_edge.preprocess import cls_input, minmax, resize, seg_input
+from manet_edge.preprocess import minmax, resize
 from manet_edge.runtime.base import Runner
+from manet_edge.stages import (  # noqa: F401  (public here before manet_edge.stages existed)
+    check_models,
+    postprocess_config,
+    probe_classifier,
+    sigmoid,
+    softmax,
+)
+from manet_edge.stages import error_message as _message
 
 STAGES = ("decode", "seg_infer", "seg_post", "cls_infer", "finalize")
 DISPLAY_MAX_SIDE = 1024
@@ -221,104 +229,6 @@ def walk_folder(folder: Path, *, exclude: Sequence[Path] = ()) -> list[InputFile
     return sorted(found, key=lambda f: f.rel)
 
 
-def postprocess_config(card: Any) -> PostprocessConfig:
-    """The segmenter card's :class:`PostprocessConfig` (threshold from ``mask_threshold`` if absent);
-    checked by :func:`manet_edge.metadata.validate_postprocess`."""
-    from manet_edge.metadata import validate_postprocess
-
-    try:
-        return validate_postprocess(card.postprocess or {}, card.mask_threshold)
-    except ModelError as exc:
-        raise ModelError(f"segmenter model card: bad 'postprocess' entry ({exc})") from None
-
-
-def _spatial(shape: tuple[int | None, ...], kind: str, name: str, size: int, channels: int, path: Any) -> None:
-    want = (None, channels, size, size)
-    if len(shape) != 4 or any(s is not None and s != w for s, w in zip(shape[1:], want[1:])):
-        got = tuple("N" if d is None else d for d in shape)
-        raise ModelError(f"{path}: {kind} input '{name}' has shape {got}, but its model card says "
-                         f"(N, {channels}, {size}, {size}); the file and its card disagree")
-
-
-def check_models(seg: Runner, cls: Runner) -> None:
-    """Raise :class:`ModelError` unless ``seg``/``cls`` are a compatible segmenter/classifier pair."""
-    for runner, want, role in ((seg, "seg", "segmenter"), (cls, "cls", "classifier")):
-        kind = runner.card.kind
-        if kind != want:
-            other = "classifier" if kind == "cls" else "segmenter"
-            raise ModelError(f"{runner.path}: given as the {role}, but its model card says it is a {other} "
-                             f"(kind '{kind}'); check the order/names of the model files")
-    sc, cc = seg.card, cls.card
-    if "image" not in seg.input_shapes or len(seg.input_shapes) != 1:
-        raise ModelError(f"{seg.path}: the segmenter must have one input 'image', it has {seg.input_names}")
-    _spatial(seg.input_shapes["image"], "segmenter", "image", sc.input_size, sc.in_channels, seg.path)
-    if "logits" not in seg.output_shapes:
-        raise ModelError(f"{seg.path}: the segmenter must have an output 'logits', it has {seg.output_names}")
-    out = seg.output_shapes["logits"]
-    if len(out) != 4 or (out[1] is not None and out[1] != 1):
-        raise ModelError(f"{seg.path}: segmenter output 'logits' must be (N, 1, S, S), it is {out}")
-    if "image" not in cls.input_shapes or not set(cls.input_shapes) <= {"image", "mask"}:
-        raise ModelError(f"{cls.path}: the classifier must have inputs 'image' and 'mask', it has {cls.input_names}")
-    _spatial(cls.input_shapes["image"], "classifier", "image", cc.input_size, cc.in_channels, cls.path)
-    if "mask" in cls.input_shapes:
-        _spatial(cls.input_shapes["mask"], "classifier", "mask", cc.input_size, 1, cls.path)
-    if tuple(cc.classes) != CLASSES:
-        raise ModelError(f"{cls.path}: classifier classes {list(cc.classes)} differ from {list(CLASSES)}")
-    out = cls.output_shapes.get("logits")
-    if out is None or len(out) != 2 or (out[1] is not None and out[1] != len(CLASSES)):
-        raise ModelError(f"{cls.path}: classifier output 'logits' must be (N, {len(CLASSES)}), it is {out}")
-    postprocess_config(sc)
-
-
-def probe_classifier(cls: Runner) -> None:
-    """Run the classifier once on a blank input when the file leaves its class dimension open.
-
-    A model that returns another number of logits than its card has classes is refused
-    (:class:`ModelError`) before any file runs, not after the whole folder.
-    """
-    out = cls.output_shapes.get("logits")
-    if out is None or len(out) != 2 or out[1] is not None:
-        return  # fixed in the file: check_models compared it with the card
-    card = cls.card
-    n = next((d for d in (cls.input_shapes["image"][0],) if isinstance(d, int) and d > 0), 1)
-    feed = {"image": np.zeros((n, card.in_channels, card.input_size, card.input_size), np.float32)}
-    if "mask" in cls.input_shapes:
-        feed["mask"] = np.ones((n, 1, card.input_size, card.input_size), np.float32)
-    try:
-        logits = np.asarray(cls.infer(feed)["logits"])
-    except Exception as exc:
-        raise ModelError(f"{cls.path}: the classifier fails on a probe input ({_message(exc)})") from exc
-    if logits.ndim != 2 or logits.shape[1] != len(card.classes):
-        raise ModelError(f"{cls.path}: the classifier returns logits of shape {tuple(logits.shape)}, but its model "
-                         f"card names {len(card.classes)} classes {list(card.classes)}; the file and its card "
-                         "disagree")
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Logistic function (float32; exp overflow for very negative logits correctly gives 0)."""
-    with np.errstate(over="ignore"):
-        return (1.0 / (1.0 + np.exp(-x.astype(np.float32, copy=False)))).astype(np.float32, copy=False)
-
-
-def softmax(x: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise softmax of ``x / temperature`` in float64 (returned as float64 so probabilities sum
-    to 1 exactly enough); the temperature is the model card's calibration (1 = none)."""
-    z = x.astype(np.float64) / float(temperature)
-    z = np.exp(z - z.max(axis=-1, keepdims=True))
-    return z / z.sum(axis=-1, keepdims=True)
-
-
-def _message(exc: BaseException) -> str:
-    """An error message for a row: the file is in its own column, so drop a leading 'path: '."""
-    msg = str(exc)
-    path = getattr(exc, "path", None)
-    if path and msg.startswith(f"{path}: "):
-        msg = msg[len(path) + 2:]
-    if isinstance(exc, ManetEdgeError):
-        return msg
-    return f"unexpected {type(exc).__name__}: {msg}"
-
-
 def _display_copy(image: np.ndarray) -> np.ndarray:
     h, w = image.shape
     scale = min(1.0, DISPLAY_MAX_SIDE / max(h, w))
@@ -400,9 +310,8 @@ class Pipeline:
                 raise BadInputError(f"image is blank ({what})", item.src.path)
             item.orig_shape = (int(image.shape[0]), int(image.shape[1]))
             item.flags.extend(self.gate.input_flags(item.src.path))
-            seg_in = seg_input(image, self.seg.card.input_size)
-            item.seg_in = np.repeat(seg_in, self.seg.card.in_channels, axis=0) if self.seg.card.in_channels != 1 else seg_in
-            item.cls_image = resize(image, self.cls.card.input_size)
+            item.seg_in = stages.seg_feed(image, self.seg.card)
+            item.cls_image = stages.cls_image(image, self.cls.card)
             if self.config.keep_display:
                 item.display = _display_copy(image)
         except Exception as exc:  # one bad file must not stop the run: it becomes an error row
@@ -413,22 +322,18 @@ class Pipeline:
     def _seg_post(self, item: WorkItem) -> WorkItem:
         t0 = time.perf_counter()
         try:
-            size = self.cls.card.input_size
-            mask = clean_mask(item.prob, self.postprocess)
-            item.mask = mask
+            lung = stages.clean_lung_mask(item.prob, self.postprocess)
+            item.mask = lung.mask
             if not self.config.keep_prob:
                 item.prob = None
-            item.lung_fraction = lung_fraction(mask)
-            item.flags = [*item.flags, *plausibility_flags(mask, self.postprocess)]
-            if "empty_mask" not in item.flags:
-                item.flags.extend(self.gate.mask_flags(item.cls_image, mask))
-            if "empty_mask" in item.flags:
-                item.error = "no lung found by the segmenter (empty mask); not classified"
+            item.lung_fraction = lung.lung_fraction
+            item.flags = [*item.flags, *lung.flags]
+            if not lung.empty:
+                item.flags.extend(self.gate.mask_flags(item.cls_image, lung.mask))
+            if lung.empty:
+                item.error = stages.EMPTY_MASK_ERROR
             else:
-                image, m = cls_input(item.cls_image, mask, size, self.cls.card.normalisation)
-                if self.cls.card.in_channels != 1:
-                    image = np.repeat(image, self.cls.card.in_channels, axis=0)
-                item.cls_feed = (image, m)
+                item.cls_feed = stages.cls_feed(item.cls_image, lung.mask, self.cls.card)
             item.cls_image = None
         except Exception as exc:  # see _decode
             item.error = _message(exc)
@@ -463,7 +368,7 @@ class Pipeline:
         else:
             for it, lg in zip(batch, logits):
                 if np.isfinite(lg).all():
-                    it.prob = sigmoid(lg[0])
+                    it.prob = stages.lung_probability(lg)
                 else:
                     it.error = "segmenter returned NaN or infinite logits"
         for it in batch:
@@ -472,9 +377,7 @@ class Pipeline:
 
     def _run_cls(self, batch: list[WorkItem]) -> None:
         t0 = time.perf_counter()
-        feed = {"image": np.stack([it.cls_feed[0] for it in batch])}
-        if "mask" in self.cls.input_shapes:
-            feed["mask"] = np.stack([it.cls_feed[1] for it in batch])
+        feed = stages.cls_batch([it.cls_feed for it in batch], self.cls.input_shapes)
         try:
             outs = self.cls.infer(feed)
             logits = outs["logits"]
@@ -483,7 +386,7 @@ class Pipeline:
                 it.error = f"classifier inference failed: {_message(exc)}"
         else:
             feats = outs.get("features") if self.gate is not None and self.gate.keep_features else None
-            for i, (it, p) in enumerate(zip(batch, softmax(logits, self.cls.card.temperature))):
+            for i, (it, p) in enumerate(zip(batch, stages.probabilities(logits, self.cls.card))):
                 if np.isfinite(p).all():
                     it.probabilities = p
                     it.logits = np.asarray(logits[i], np.float32)

@@ -30,6 +30,7 @@ from manet_edge.config import PostprocessConfig
 from manet_edge.fileutil import atomic_write_bytes, atomic_write_text, is_escaped_name, name_max, printable_name
 from manet_edge.pipeline import ImageResult, WorkItem
 from manet_edge.postprocess import upsample_mask
+from manet_edge.runtime.backends import library_distributions
 
 CSV_COLUMNS: tuple[str, ...] = ("file", "status", "error", "prediction", *(f"p_{c}" for c in CLASSES),
                                 "lung_fraction", "flags", "ood_score", "heat_in_lung")
@@ -42,9 +43,6 @@ FLAG_SEPARATOR = ";"
 
 _COLOURS = {"ok": (0, 230, 0), "flagged": (255, 165, 0), "error": (255, 40, 40)}
 _BASE_LIBRARIES = ("numpy", "pillow", "scikit-image", "pydicom", "onnx")
-_BACKEND_LIBRARIES = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "openvino": ("openvino",),
-                      "torch": ("torch", "torchvision", "segmentation-models-pytorch"),
-                      "tensorrt": ("tensorrt", "cuda-python", "pycuda")}
 
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -108,8 +106,7 @@ def library_versions(backend: str | None = None) -> dict[str, str]:
     Read from package metadata: nothing is imported.
     """
     out = {"manet_edge": __version__, "python": platform.python_version()}
-    chosen = [backend] if backend in _BACKEND_LIBRARIES else list(_BACKEND_LIBRARIES)
-    for name in (*_BASE_LIBRARIES, *(lib for b in chosen for lib in _BACKEND_LIBRARIES[b])):
+    for name in (*_BASE_LIBRARIES, *library_distributions(backend)):
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

@@ -44,6 +44,16 @@ def _readable_list_types() -> None:
 _readable_list_types()
 
 
+def choices_enum(name: str, names: Any) -> Any:
+    """A ``str`` Enum of ``names`` (a library tuple or table, such as
+    :func:`manet_edge.runtime.backends.backend_names`) for a typer option's choices, so the CLI never
+    copies a list that can fall out of step with the library. A command module that builds one in
+    ``register`` picks up rows added to the table before the app is built."""
+    import enum
+
+    return enum.Enum(name, {n: n for n in names}, type=str)
+
+
 @functools.lru_cache(maxsize=1)
 def _passthrough() -> tuple[type[BaseException], ...]:
     """typer's (and click's, where installed) exits and usage errors: they already end the command."""

@@ -17,12 +17,16 @@ from typing import Optional
 
 import typer
 
-from manet_edge.errors import ManetEdgeError
+from manet_edge.commands import guard
+
+from manet_edge.runtime.backends import bench_order
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_ERROR = 2
-DEFAULT_BACKENDS = "torch,onnxruntime,openvino,tensorrt"
+DEFAULT_BACKENDS = ",".join(bench_order())
+"""Every row of the backend table (:mod:`manet_edge.runtime.backends`) at import time; ``--backends``
+left out means every row registered when the command runs."""
 
 
 class MaOp(str, Enum):
@@ -55,7 +59,7 @@ def _ints(text: str, what: str) -> list[int]:
 
 def register(app: typer.Typer) -> None:
     """Add the ``bench`` command to ``app``."""
-    app.command("bench")(bench)
+    app.command("bench")(guard(bench, "bench"))  # errors: the one error-to-exit map (errors.report)
 
 
 def bench(
@@ -63,8 +67,9 @@ def bench(
         "resnet50,resnet50-ma", "--models", "-m",
         help="Comma-separated: zoo names (timed at every --sizes), NAME@SIZE, .onnx files, or 'defaults' "
              "(the bundled models; the default zoo config when they are absent)."),
-    backends: str = typer.Option(DEFAULT_BACKENDS, "--backends", "-b",
-                                 help="Comma-separated backends: torch, onnxruntime, openvino, tensorrt."),
+    backends: Optional[str] = typer.Option(
+        None, "--backends", "-b", show_default=False,
+        help=f"Comma-separated backends (default: every one, {DEFAULT_BACKENDS.replace(',', ', ')})."),
     precisions: str = typer.Option(
         "", "--precisions", "-p",
         help="Comma-separated fp32, fp16, bf16, int8 (default: each backend's fp32). Combinations a backend "
@@ -98,7 +103,7 @@ def bench(
     """Time zoo models (plain, -ma, -cbam) on every backend and precision present; MA overhead and
     backend-vs-torch ratios are measured interleaved in the same run."""
     model_list = _split(models, "models")
-    backend_list = _split(backends, "backends")
+    backend_list = _split(backends if backends is not None else ",".join(bench_order()), "backends")
     precision_list = _split(precisions, "precisions")
     size_list = _ints(sizes, "sizes")
     batch_list = _ints(batches, "batches")
@@ -115,41 +120,38 @@ def bench(
         *(["--pipeline-runs", str(pipeline_runs)] if pipeline and pipeline_runs != 3 else []),
         *(["--out", str(out)] if out else []), *(["--name", name] if name != "bench" else []),
     ])
-    try:
-        from manet_edge.benchmarks import latency, report
-        from manet_edge.benchmarks.env import capture, machine_slug
-        from manet_edge.fileutil import check_can_write
+    # a ManetEdgeError ends through the app's one error-to-exit map (guard_app: one line, exit 2)
+    from manet_edge.benchmarks import latency, report
+    from manet_edge.benchmarks.env import capture, machine_slug
+    from manet_edge.fileutil import check_can_write
 
-        config = latency.BenchConfig(
-            models=tuple(model_list), backends=tuple(backend_list), precisions=tuple(precision_list),
-            sizes=tuple(size_list), batches=tuple(batch_list), runs=runs, warmup=warmup, threads=threads,
-            device=device.value, ma_op=ma_op.value, pipeline=pipeline,
-            pipeline_models=str(pipeline_models) if pipeline_models else None, pipeline_runs=pipeline_runs,
-            power_seconds=power_seconds, work_dir=str(work_dir) if work_dir else None, command=command)
-        out_dir = out or Path("benchmarks") / "results" / machine_slug(capture())
-        planned = [out_dir / f"{name}{s}" for s in (".json", ".md", "_latency.png", "_ma_overhead.png")]
-        check_can_write(planned + ([out_dir / f"{name}_compare.md"] if compare else []), overwrite)
-        if compare is not None:
-            report.load(compare)  # a wrong file fails now, not after the whole run
-        notes: list[str] = []
-        targets, _skips = latency.plan(config, notes)
-        if not targets and not pipeline:
-            from manet_edge.benchmarks.targets import ZOO_NEEDS_TORCH
-            from manet_edge.errors import BackendUnavailableError
+    config = latency.BenchConfig(
+        models=tuple(model_list), backends=tuple(backend_list), precisions=tuple(precision_list),
+        sizes=tuple(size_list), batches=tuple(batch_list), runs=runs, warmup=warmup, threads=threads,
+        device=device.value, ma_op=ma_op.value, pipeline=pipeline,
+        pipeline_models=str(pipeline_models) if pipeline_models else None, pipeline_runs=pipeline_runs,
+        power_seconds=power_seconds, work_dir=str(work_dir) if work_dir else None, command=command)
+    out_dir = out or Path("benchmarks") / "results" / machine_slug(capture())
+    planned = [out_dir / f"{name}{s}" for s in (".json", ".md", "_latency.png", "_ma_overhead.png")]
+    check_can_write(planned + ([out_dir / f"{name}_compare.md"] if compare else []), overwrite)
+    if compare is not None:
+        report.load(compare)  # a wrong file fails now, not after the whole run
+    notes: list[str] = []
+    targets, _skips = latency.plan(config, notes)
+    if not targets and not pipeline:
+        from manet_edge.benchmarks.targets import ZOO_NEEDS_TORCH
+        from manet_edge.errors import BackendUnavailableError
 
-            if _skips and all(s.reason == ZOO_NEEDS_TORCH or "not installed" in s.reason for s in _skips) \
-                    and any(s.reason == ZOO_NEEDS_TORCH for s in _skips):
-                raise BackendUnavailableError("torch", "train", "zoo models are built with torch; without it, "
-                                              "time .onnx files or --models defaults")
-            typer.echo("error: nothing to run on this machine (every target was skipped):", err=True)
-            for s in _skips:
-                typer.echo(f"  {s.what}: {s.reason}", err=True)
-            raise typer.Exit(EXIT_ERROR)
-        doc = latency.run(config, log=lambda m: typer.echo(m, err=True))
-        written = report.write_all(doc, out_dir, name, compare_with=compare)
-    except ManetEdgeError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_ERROR) from None
+        if _skips and all(s.reason == ZOO_NEEDS_TORCH or "not installed" in s.reason for s in _skips) \
+                and any(s.reason == ZOO_NEEDS_TORCH for s in _skips):
+            raise BackendUnavailableError("torch", "train", "zoo models are built with torch; without it, "
+                                          "time .onnx files or --models defaults")
+        typer.echo("error: nothing to run on this machine (every target was skipped):", err=True)
+        for s in _skips:
+            typer.echo(f"  {s.what}: {s.reason}", err=True)
+        raise typer.Exit(EXIT_ERROR)
+    doc = latency.run(config, log=lambda m: typer.echo(m, err=True))
+    written = report.write_all(doc, out_dir, name, compare_with=compare)
     for path in written:
         typer.echo(str(path))
     raise typer.Exit(EXIT_FAILED if doc["failed"] else EXIT_OK)

@@ -15,7 +15,8 @@ from typing import Optional
 
 import typer
 
-from manet_edge.commands.infer import Backend
+from manet_edge.commands import choices_enum
+from manet_edge.runtime.backends import backend_names
 from manet_edge.errors import EXIT_FAILED, EXIT_OK
 from manet_edge.errors import report as report_error
 
@@ -60,15 +61,20 @@ def _command(folder: Path, a, golden: Optional[Path], save_golden: Optional[Path
     return " ".join(shlex.quote(x) for x in args)
 
 
+Backend = choices_enum("Backend", backend_names())
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``compare`` command to ``app``."""
+    global Backend
+    Backend = choices_enum("Backend", backend_names())
     app.command("compare", no_args_is_help=True, help=HELP)(compare)
 
 
 def compare(
     folder: Path = typer.Argument(..., exists=True, file_okay=False, dir_okay=True, readable=True, metavar="FOLDER",
                                   help="Folder of chest X-rays, walked recursively as `infer` does."),
-    a_backend: Backend = typer.Option(Backend.onnxruntime, "--a-backend", help="A: inference backend."),
+    a_backend: Backend = typer.Option("onnxruntime", "--a-backend", help="A: inference backend."),
     a_precision: Optional[str] = typer.Option(None, "--a-precision",
                                               help="A: fp32|fp16|bf16|int8 (default: as `infer --precision`)."),
     a_models: Optional[Path] = typer.Option(None, "--a-models", exists=True, file_okay=False, dir_okay=True,
@@ -103,11 +109,11 @@ def compare(
     def stopping(signum: int) -> str:
         return f"{signal_name(signum)}: stopping: the model calls under way finish, nothing is compared"
 
-    a = RunConfig(backend=a_backend.value, precision=a_precision, models=a_models, threads=a_threads)
+    a = RunConfig(backend=Backend(a_backend).value, precision=a_precision, models=a_models, threads=a_threads)
     b_given = any(v is not None for v in (b_backend, b_precision, b_models, b_threads))
     b = None
     if b_given:
-        b = RunConfig(backend=b_backend.value if b_backend is not None else a.backend,
+        b = RunConfig(backend=Backend(b_backend).value if b_backend is not None else a.backend,
                       precision=b_precision if b_precision is not None else a.precision,
                       models=b_models if b_models is not None else a.models,
                       threads=b_threads if b_threads is not None else a.threads)

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from manet_edge.commands.export import Precision, _fail
+from manet_edge.commands import guard_app
+from manet_edge.commands.export import Precision
 
 if TYPE_CHECKING:
     from manet_edge.runtime.engine_manifest import EngineManifest
@@ -48,17 +49,13 @@ def register(app: typer.Typer) -> None:
         verbose: bool = typer.Option(False, "--verbose", "-v", help="Show TensorRT's verbose log."),
     ) -> None:
         """Build a TensorRT engine from ONNX, verify its layer precisions, write ENGINE + manifest."""
-        from manet_edge.errors import ManetEdgeError
+        from manet_edge.export.engine import build_engine, make_profile
 
-        try:
-            from manet_edge.export.engine import build_engine, make_profile
-
-            profile = make_profile(batch, min_batch, opt_batch, max_batch)
-            result = build_engine(onnx, out, precision=precision.value, profile=profile, workspace_mb=workspace_mb,
-                                  timing_cache=timing_cache, dla_core=dla_core, calibration_data=calibration_data,
-                                  rebuild=rebuild, verbose=verbose)
-        except ManetEdgeError as exc:
-            raise _fail(exc) from None
+        # errors end through the app's one error-to-exit map (commands.guard_app -> errors.report)
+        profile = make_profile(batch, min_batch, opt_batch, max_batch)
+        result = build_engine(onnx, out, precision=precision.value, profile=profile, workspace_mb=workspace_mb,
+                              timing_cache=timing_cache, dla_core=dla_core, calibration_data=calibration_data,
+                              rebuild=rebuild, verbose=verbose)
         status = "up to date" if result.skipped else "built"
         typer.echo(f"{status}: {result.engine_path} ({result.manifest.precision}, TensorRT "
                    f"{result.manifest.env.tensorrt_version}, {result.manifest.env.gpu_name})")
@@ -78,10 +75,7 @@ def register(app: typer.Typer) -> None:
             sha256_file,
         )
 
-        try:
-            manifest = read_manifest(engine)
-        except ManetEdgeError as exc:
-            raise _fail(exc) from None
+        manifest = read_manifest(engine)  # a bad manifest: one line, exit 2 (guard_app)
         onnx = manifest.onnx_path(engine)
         onnx_sha = sha256_file(onnx) if onnx.is_file() else None
         problems, probe_error = [], None
@@ -108,6 +102,7 @@ def register(app: typer.Typer) -> None:
         if errors_only(problems) or not engine_ok:
             raise typer.Exit(1)
 
+    guard_app(eng, "engine ")  # errors: the one error-to-exit map (errors.report)
     app.add_typer(eng, name="engine")
 
 

@@ -16,6 +16,8 @@ from typing import Optional
 
 import typer
 
+from manet_edge.commands import guard_app
+
 
 class MaOp(str, enum.Enum):
     fused = "fused"
@@ -43,16 +45,11 @@ class CalibMethod(str, enum.Enum):
 class Format(str, enum.Enum):
     onnx = "onnx"
     engine = "engine"
+    triton = "triton"
 
 
 SEG_NAME = "segmenter"
 CLS_NAME = "classifier"
-
-
-def _fail(exc: Exception, code: int = 2) -> typer.Exit:
-    """Print ``exc`` as one line; the :class:`typer.Exit` to raise (2: nothing was done, as in every command)."""
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(code)
 
 
 def _batch_is_dynamic(batch: str) -> bool:
@@ -99,7 +96,18 @@ def register(app: typer.Typer) -> None:
             CalibMethod.minmax, "--calib-method",
             help="How int8 activation ranges are calibrated (onnxruntime's CalibrationMethod)."),
         opset: int = typer.Option(18, "--opset", min=17, help="ONNX opset (>= 17)."),
-        fmt: Format = typer.Option(Format.onnx, "--format", help="onnx, or engine (TensorRT, needs a GPU)."),
+        fmt: Format = typer.Option(Format.onnx, "--format",
+                                   help="onnx, engine (TensorRT, needs a GPU), or triton (a Triton model repository "
+                                        "in --out: docs/serving.md)."),
+        models: Optional[Path] = typer.Option(None, "--models", exists=True, file_okay=False,
+                                              help="--format triton without checkpoints: package this folder's "
+                                                   "segmenter/classifier (.onnx, and .engine if present; default: "
+                                                   "the bundled models)."),
+        max_batch: int = typer.Option(4, "--max-batch", min=1, help="--format triton: max_batch_size."),
+        queue_delay_us: int = typer.Option(2000, "--queue-delay-us", min=0,
+                                           help="--format triton: dynamic batching queue delay (microseconds)."),
+        instances: int = typer.Option(1, "--instances", min=1, help="--format triton: instances per model."),
+        gpu: bool = typer.Option(False, "--gpu", help="--format triton: instance groups on the GPU (KIND_GPU)."),
         verify: bool = typer.Option(False, "--verify",
                                     help="Check torch vs ONNX Runtime (and fused vs inlined MA) and print a table."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
@@ -115,15 +123,18 @@ def register(app: typer.Typer) -> None:
                                                help="Segmenter ONNX for --ood-data (default: the one exported now)."),
     ) -> None:
         """Export trained models to ONNX (opset >= 17, dynamic batch) with their model cards."""
-        from manet_edge.errors import ManetEdgeError
+        # errors end through the app's one error-to-exit map (commands.guard_app -> errors.report)
+        if fmt is Format.triton:
+            _run_triton(out, models, max_batch, queue_delay_us, instances, gpu, overwrite,
+                        (seg_checkpoint, seg_model, cls_checkpoint, cls_model, size, batch, ma_op.value,
+                         opset, ma_body.value))
+            return
+        _run(seg_checkpoint, seg_model, cls_checkpoint, cls_model, out, size, batch, ma_op.value,
+             precision.value, calib_dir, calib_seg, calib_limit, opset, fmt.value, verify, overwrite,
+             calib_method.value, ma_body.value, heatmap_output=heatmap_output, ood_data=ood_data,
+             ood_splits=ood_splits, ood_seg=ood_seg)
 
-        try:
-            _run(seg_checkpoint, seg_model, cls_checkpoint, cls_model, out, size, batch, ma_op.value,
-                 precision.value, calib_dir, calib_seg, calib_limit, opset, fmt.value, verify, overwrite,
-                 calib_method.value, ma_body.value, heatmap_output=heatmap_output, ood_data=ood_data,
-                 ood_splits=ood_splits, ood_seg=ood_seg)
-        except ManetEdgeError as exc:
-            raise _fail(exc) from exc
+    guard_app(app)  # errors: the one error-to-exit map (errors.report), whatever app registers this
 
 
 def _run(seg_checkpoint, seg_model, cls_checkpoint, cls_model, out: Path, size, batch: str, ma_op: str,
@@ -206,6 +217,37 @@ def _run(seg_checkpoint, seg_model, cls_checkpoint, cls_model, out: Path, size, 
         _verify(written, sources)
     if fmt == "engine":
         _build_engines(written, precision, overwrite)
+
+
+def _run_triton(out: Path, models: Optional[Path], max_batch: int, queue_delay_us: int, instances: int, gpu: bool,
+                overwrite: bool, export_args: tuple) -> None:
+    """``--format triton``: a Triton model repository in ``out`` (manet_edge.serve.repository)."""
+    import tempfile
+
+    from manet_edge.errors import BadInputError
+    from manet_edge.serve.repository import Batching, write_export_repository
+
+    seg_checkpoint, seg_model, cls_checkpoint, cls_model, size, batch, ma_op, opset, ma_body = export_args
+    given = any((seg_checkpoint, seg_model, cls_checkpoint, cls_model))
+    if given and models is not None:
+        raise BadInputError("--format triton: give checkpoints/zoo names or --models, not both")
+    with tempfile.TemporaryDirectory(prefix="manet-edge-export-") as tmp:
+        if given:
+            if not ((seg_checkpoint or seg_model) and (cls_checkpoint or cls_model)):
+                raise BadInputError("--format triton needs both models: a segmenter and a classifier")
+            _run(seg_checkpoint, seg_model, cls_checkpoint, cls_model, Path(tmp), size, batch, ma_op, "fp32", None,
+                 None, 64, opset, "onnx", False, True, "minmax", ma_body)
+            models = Path(tmp)
+        engines = {}
+        if models is not None:
+            engines = {role: Path(models) / f"{role}.engine" for role in (SEG_NAME, CLS_NAME)
+                       if (Path(models) / f"{role}.engine").is_file()}
+        written = write_export_repository(out, models=models, batching=Batching(max_batch, queue_delay_us, instances),
+                                          engines=engines or None, kind="KIND_GPU" if gpu else "KIND_CPU",
+                                          overwrite=overwrite)
+    for path in written:
+        typer.echo(f"  wrote {path}")
+    typer.echo(f"Triton model repository in {out}: tritonserver --model-repository {out.resolve()}")
 
 
 def _engine_jobs(written: list[Path], precision: str) -> list[tuple[Path, str]]:

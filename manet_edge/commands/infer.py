@@ -21,14 +21,15 @@ import sys
 import tempfile
 import time
 from datetime import datetime, timezone
-from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
+from manet_edge.commands import choices_enum
 from manet_edge.errors import EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, ManetEdgeError, RunInterrupted
 from manet_edge.errors import report as report_error
+from manet_edge.runtime.backends import backend_names, has_module, runner_kwargs, runs_on_cpu
 
 EXIT_FILES_FAILED = EXIT_FAILED
 EXIT_ERROR = EXIT_USAGE
@@ -38,17 +39,16 @@ __all__ = ["EXIT_ERROR", "EXIT_FILES_FAILED", "EXIT_INTERNAL", "EXIT_INTERRUPTED
            "run_infer"]
 
 
-class Backend(str, Enum):
-    """Inference backends (``manet_edge.runtime.BACKENDS``)."""
 
-    onnxruntime = "onnxruntime"
-    openvino = "openvino"
-    torch = "torch"
-    tensorrt = "tensorrt"
+
+Backend = choices_enum("Backend", backend_names())
+"""``--backend`` choices: the rows of the backend table (:mod:`manet_edge.runtime.backends`)."""
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``infer`` command to ``app``."""
+    global Backend
+    Backend = choices_enum("Backend", backend_names())  # rows registered since import count too
     app.command("infer", no_args_is_help=True)(infer)
 
 
@@ -57,7 +57,7 @@ def infer(
                                   help="Folder of chest X-rays (PNG, JPEG, BMP, TIFF, DICOM), walked recursively."),
     out: Path = typer.Option(Path("manet-edge-results"), "--out", "-o", file_okay=False,
                              help="Output folder for predictions.csv/json (and masks/, overlays/)."),
-    backend: Backend = typer.Option(Backend.onnxruntime, "--backend", "-b", help="Inference backend."),
+    backend: Backend = typer.Option("onnxruntime", "--backend", "-b", help="Inference backend."),
     precision: Optional[str] = typer.Option(
         None, "--precision", "-p",
         help="fp32|fp16|bf16|int8 (f32 also accepted). Default: the model's own precision "
@@ -87,6 +87,10 @@ def infer(
                                      "(0: one per core on CPU backends, with one model thread each; "
                                      "1 on GPUs, torch and tensorrt)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+    dicom_out: Optional[Path] = typer.Option(
+        None, "--dicom-out", file_okay=False,
+        help="For every classified DICOM input, write a DICOM SR (classification, probabilities) and a DICOM SEG "
+             "(lung mask) here (needs the dicom extra; docs/serving.md)."),
 ) -> None:
     """Segment the lungs and classify every image under FOLDER (normal, covid, tb, bacterial, viral)."""
     from manet_edge.signals import StopOnSignals, signal_name
@@ -97,10 +101,10 @@ def infer(
 
     try:
         with StopOnSignals(stopping) as guard:
-            code = run_infer(folder=folder, out=out, backend=backend.value, precision=precision, models=models,
+            code = run_infer(folder=folder, out=out, backend=Backend(backend).value, precision=precision, models=models,
                              batch=batch, save_masks=save_masks, save_overlays=save_overlays, overwrite=overwrite,
                              threads=threads, workers=workers, streams=streams, progress=not no_progress,
-                             stop=guard.event, save_heatmaps=save_heatmaps, gate=not no_gate)
+                             stop=guard.event, save_heatmaps=save_heatmaps, gate=not no_gate, dicom_out=dicom_out)
     except Exception as exc:  # ManetEdgeError: 2 (one line); a bug: 3 (traceback); see errors.exit_code
         raise typer.Exit(report_error(exc)) from None
     raise typer.Exit(code)
@@ -120,19 +124,10 @@ def _same_folder(a: Path, b: Path) -> bool:
 
 def _check_backend_installed(backend: str, info) -> None:
     """Say that a backend's library is missing before anything else (models, folders) is checked."""
-    import importlib.util
-
     from manet_edge.errors import BackendUnavailableError
 
-    module = {"openvino": "openvino", "torch": "torch", "tensorrt": "tensorrt"}.get(backend)
-    if module is None:
-        return
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
-        raise BackendUnavailableError(backend, info.extra, f"{module} is not installed")
+    if info.library and not has_module(info.library):
+        raise BackendUnavailableError(backend, info.extra, f"{info.library} is not installed")
 
 
 class _LogProgress:
@@ -200,11 +195,7 @@ def plan_streams(backend: str, streams: int, threads: int | None) -> tuple[int, 
     streams fill the cores instead (docs/infer.md, "Throughput"). GPUs, torch and TensorRT get
     one stream.
     """
-    cpu = backend == "openvino"
-    if backend == "onnxruntime":
-        import onnxruntime as ort
-
-        cpu = "CUDAExecutionProvider" not in ort.get_available_providers()
+    cpu = runs_on_cpu(backend)
     cores = _cpu_count()
     if streams == 0:
         streams = max(1, min(4, cores // (threads or 1))) if cpu else 1
@@ -214,19 +205,16 @@ def plan_streams(backend: str, streams: int, threads: int | None) -> tuple[int, 
 
 
 def _runner_kwargs(backend: str, threads: int | None, streams: int = 1) -> dict[str, Any]:
-    if backend == "onnxruntime":
-        return {"threads": threads, "spin": False}
-    if backend == "openvino":
-        return {"threads": threads, "streams": streams}
-    if backend == "torch":
-        return {"threads": threads}
-    return {}
+    """The runner options of ``backend``'s table row (ONNX Runtime without spinning: the pool
+    threads must leave the cores to the pipeline's CPU stages)."""
+    return runner_kwargs(backend, threads=threads, streams=streams, spin=False)
 
 
 def run_infer(*, folder: Path, out: Path, backend: str = "onnxruntime", precision: str | None = None,
               models: Path | None = None, batch: int = 1, save_masks: bool = False, save_overlays: bool = False,
               overwrite: bool = False, threads: int | None = None, workers: int = 0, streams: int = 0,
-              progress: bool = True, stop=None, save_heatmaps: bool = False, gate: bool = True) -> int:
+              progress: bool = True, stop=None, save_heatmaps: bool = False, gate: bool = True,
+              dicom_out: Path | None = None) -> int:
     """The ``infer`` command without typer; returns the exit code (0, 1, 130, 143).
 
     Raises :class:`ManetEdgeError` for code 2. ``stop`` (a :class:`manet_edge.signals.StopEvent`)
@@ -261,6 +249,12 @@ def run_infer(*, folder: Path, out: Path, backend: str = "onnxruntime", precisio
     if save_masks or save_overlays or save_heatmaps:
         names = artifact_names([f.rel for f in files if not f.error])
         writer = ArtifactWriter(out, names, masks=save_masks, overlays=save_overlays, heatmaps=save_heatmaps)
+    if dicom_out is not None:  # SR + SEG per DICOM input (manet_edge.dicom_out)
+        from manet_edge.dicom_out import dicom_writer
+
+        writer = dicom_writer(Path(dicom_out), files, writer)
+        config = PipelineConfig(batch=batch, workers=workers, keep_display=save_overlays or save_heatmaps,
+                                keep_prob=True, streams=streams, heatmaps=save_heatmaps, checks=gate)
     planned = [out / PREDICTIONS_CSV, out / PREDICTIONS_JSON, *(writer.planned_paths() if writer else [])]
     _check_overwrite(out, planned, overwrite)
     _check_stop(stop)

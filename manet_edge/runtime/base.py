@@ -1,4 +1,5 @@
-"""One Runner interface for every inference backend, a capability table and a factory.
+"""One Runner interface for every inference backend and a factory (the capability table is
+:mod:`manet_edge.runtime.backends`).
 
 A runner turns a dict of named numpy arrays into a dict of named numpy arrays (the Polygraphy
 runner idea), so the pipeline and the parity tests never care which library runs a model.
@@ -20,57 +21,14 @@ import numpy as np
 from manet_edge.errors import BackendUnavailableError, BadInputError, ManetEdgeError, ModelError
 from manet_edge.metadata import ModelCard
 
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
-"""Canonical precision names (the model card's spelling)."""
-PRECISION_ALIASES: dict[str, str] = {"f32": "fp32", "float32": "fp32", "f16": "fp16", "float16": "fp16",
-                                     "bfloat16": "bf16", "i8": "int8"}
-
-
-@dataclass(frozen=True)
-class BackendInfo:
-    """What one backend can do, and where its runner lives (imported only when used)."""
-
-    name: str
-    module: str
-    class_name: str
-    artifact_suffix: str
-    """Suffix of the model files this backend loads from a models folder (``segmenter<suffix>``)."""
-    precisions: tuple[str, ...]
-    default_precision: str | None
-    """``None``: the precision the artifact was exported in (read from its card)."""
-    devices: tuple[str, ...]
-    extra: str
-    """The pip extra that installs the backend's library."""
-    needs_torch: bool = False
-
-
-BACKENDS: dict[str, BackendInfo] = {
-    "onnxruntime": BackendInfo(
-        name="onnxruntime", module="manet_edge.runtime.onnxrt", class_name="OnnxRuntimeRunner",
-        artifact_suffix=".onnx", precisions=("fp32", "fp16", "int8"), default_precision=None,
-        devices=("cpu", "cuda"), extra="onnxruntime-gpu", needs_torch=False),
-    "openvino": BackendInfo(
-        name="openvino", module="manet_edge.runtime.openvino", class_name="OpenVINORunner",
-        artifact_suffix=".onnx", precisions=("fp32", "bf16"), default_precision="fp32",
-        devices=("cpu",), extra="openvino", needs_torch=False),
-    "torch": BackendInfo(
-        name="torch", module="manet_edge.runtime.torch", class_name="TorchRunner",
-        artifact_suffix=".pt", precisions=("fp32",), default_precision="fp32",
-        devices=("cpu", "cuda"), extra="train", needs_torch=True),
-    "tensorrt": BackendInfo(
-        name="tensorrt", module="manet_edge.runtime.tensorrt", class_name="TensorRTRunner",
-        artifact_suffix=".engine", precisions=("fp32", "fp16", "int8"), default_precision=None,
-        devices=("cuda",), extra="trt", needs_torch=False),
-}
-"""Every backend ``create_runner`` knows, keyed by the name used on the command line."""
-
-
-def backend_info(backend: str) -> BackendInfo:
-    """The :class:`BackendInfo` of ``backend``; a clear error listing the valid names otherwise."""
-    try:
-        return BACKENDS[backend]
-    except KeyError:
-        raise BadInputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}") from None
+# The backend table lives in manet_edge.runtime.backends; re-exported here (its old home).
+from manet_edge.runtime.backends import (  # noqa: E402,F401
+    BACKENDS,
+    PRECISION_ALIASES,
+    PRECISIONS,
+    BackendInfo,
+    backend_info,
+)
 
 
 def normalise_precision(precision: str | None, backend: str | None = None) -> str | None:
@@ -100,8 +58,12 @@ class Runner(abc.ABC):
     concurrent: bool = False
     """True when ``infer`` may be called from several threads at once (the pipeline's streams)."""
 
-    def __init__(self, path: str | Path, *, precision: str | None = None, name: str | None = None):
-        self.path = Path(path)
+    def __init__(self, path: Any, *, precision: str | None = None, name: str | None = None):
+        # ``path`` is a model file, or (backends that can: see each runner) an in-memory model or a
+        # ready session; ``source`` keeps what was given, ``path`` names it in messages.
+        self.source = path
+        self.in_memory = not isinstance(path, (str, Path))
+        self.path = Path(path) if not self.in_memory else Path(f"<in-memory {type(path).__name__}>")
         self.requested_precision = normalise_precision(precision, self.backend if self.backend in BACKENDS else None)
         self._name = name
         self._card: ModelCard | None = None
@@ -114,9 +76,9 @@ class Runner(abc.ABC):
     def activate(self) -> "Runner":
         """Import the backend library and load the model (idempotent)."""
         if not self.is_active:
-            if not self.path.exists():
+            if not self.in_memory and not self.path.exists():
                 raise ModelError(f"{self.path}: model file does not exist")
-            if self.path.is_dir():
+            if not self.in_memory and self.path.is_dir():
                 raise ModelError(f"{self.path}: is a directory, expected a model file")
             self._activate()
             self.is_active = True

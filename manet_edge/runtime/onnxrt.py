@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from manet_edge.errors import BackendUnavailableError, BadInputError, ModelError
+from manet_edge.lazy import optional_import
 from manet_edge.metadata import CARD_KEY, ModelCard
 from manet_edge.runtime.base import Runner, dims
 
@@ -24,11 +25,70 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 def _import_ort():
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:  # pragma: no cover - a base dependency
-        raise BackendUnavailableError("onnxruntime", "onnxruntime-gpu", str(exc)) from exc
-    return ort
+    return optional_import("onnxruntime", "onnxruntime-gpu")
+
+
+OPTIMIZATIONS = ("all", "basic", "none")
+
+
+def cuda_available() -> bool:
+    """ONNX Runtime has its CUDA execution provider here (onnxruntime-gpu and a GPU)."""
+    return "CUDAExecutionProvider" in _import_ort().get_available_providers()
+
+
+def session_options(*, threads: int | None = None, spin: bool = True, optimization: str = "all",
+                    profile_prefix: str | None = None, optimized_model_path: str | Path | None = None) -> Any:
+    """``onnxruntime.SessionOptions`` as every manet-edge session uses them: ``threads`` intra-op
+    threads (``None``: ONNX Runtime's default), no inter-op pool (sequential execution),
+    ``optimization`` (:data:`OPTIMIZATIONS`), spinning on or off, warnings silenced; optionally
+    ONNX Runtime's profiler (``profile_prefix``) or the optimized graph saved at
+    ``optimized_model_path``."""
+    ort = _import_ort()
+    if optimization not in OPTIMIZATIONS:
+        raise BadInputError(f"onnxruntime optimization must be one of {OPTIMIZATIONS}, got {optimization!r}")
+    opts = ort.SessionOptions()
+    if threads is not None:
+        opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
+    opts.graph_optimization_level = levels[optimization]
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    opts.log_severity_level = 3
+    if profile_prefix:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(profile_prefix)
+    if optimized_model_path is not None:
+        opts.optimized_model_filepath = str(optimized_model_path)
+    return opts
+
+
+def model_source(model: Any) -> str | bytes:
+    """What ``InferenceSession`` / ``read_model`` take for a path, serialized bytes or an
+    in-memory ``onnx.ModelProto``."""
+    if isinstance(model, (bytes, bytearray)):
+        return bytes(model)
+    if hasattr(model, "SerializeToString"):  # onnx.ModelProto (onnx is not imported for a path)
+        return model.SerializeToString()
+    return str(model)
+
+
+def session_from_onnx(model: Any, *, threads: int | None = None,
+                      providers: tuple[str, ...] | list[str] = ("CPUExecutionProvider",), **options: Any) -> Any:
+    """An ``onnxruntime.InferenceSession`` for ``model`` (a path, serialized bytes or an
+    ``onnx.ModelProto``), with :func:`session_options` (``threads`` and ``options``) and
+    ``providers`` (CPU only by default). The one place manet-edge builds ONNX Runtime sessions."""
+    ort = _import_ort()
+    return ort.InferenceSession(model_source(model), sess_options=session_options(threads=threads, **options),
+                                providers=list(providers))
+
+
+def card_from_session(session: Any, source: str) -> ModelCard | None:
+    """The model card in a session's metadata (``None`` when it has none)."""
+    meta = session.get_modelmeta().custom_metadata_map
+    return ModelCard.from_json(meta[CARD_KEY], source=source) if CARD_KEY in meta else None
 
 
 class OnnxRuntimeRunner(Runner):
@@ -37,9 +97,13 @@ class OnnxRuntimeRunner(Runner):
     backend = "onnxruntime"
     concurrent = True  # InferenceSession.run is thread-safe
 
-    def __init__(self, path: str | Path, *, precision: str | None = None, name: str | None = None,
+    def __init__(self, path: Any, *, precision: str | None = None, name: str | None = None,
                  device: str = "auto", threads: int | None = None, spin: bool = True,
-                 optimization: str = "all"):
+                 optimization: str = "all", require_card: bool = True):
+        """``path``: an ``.onnx`` file, serialized bytes, an ``onnx.ModelProto`` or a ready
+        ``InferenceSession`` (then ``device``/``threads``/``spin``/``optimization`` are the
+        session's own). ``require_card=False`` runs a model without a manet-edge model card
+        (``card`` then raises; precision is reported as fp32)."""
         super().__init__(path, precision=precision, name=name)
         if device not in DEVICES:
             raise BadInputError(f"onnxruntime device must be one of {DEVICES}, got {device!r}")
@@ -49,6 +113,7 @@ class OnnxRuntimeRunner(Runner):
         self.threads = threads
         self.spin = spin
         self.optimization = optimization
+        self.require_card = require_card
         self._session: Any = None
         self._in_dtypes: dict[str, Any] = {}
         self.providers: list[str] = []
@@ -66,30 +131,25 @@ class OnnxRuntimeRunner(Runner):
         return ["CPUExecutionProvider"]
 
     def _activate(self) -> None:
-        ort = _import_ort()
-        opts = ort.SessionOptions()
-        if self.threads is not None:
-            opts.intra_op_num_threads = int(self.threads)
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-                  "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-                  "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
-        opts.graph_optimization_level = levels.get(self.optimization, levels["all"])
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
-        opts.log_severity_level = 3
-        try:
-            session = ort.InferenceSession(str(self.path), sess_options=opts, providers=self._providers(ort))
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
-            raise ModelError(f"{self.path}: onnxruntime cannot load this model ({exc})") from exc
-        meta = session.get_modelmeta().custom_metadata_map
-        if CARD_KEY not in meta:
+        if hasattr(self.source, "get_modelmeta"):  # a ready InferenceSession
+            session = self.source
+        else:
+            ort = _import_ort()
+            try:
+                session = session_from_onnx(self.source, threads=self.threads, providers=self._providers(ort),
+                                            spin=self.spin, optimization=self.optimization)
+            except BadInputError:
+                raise
+            except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+                raise ModelError(f"{self.path}: onnxruntime cannot load this model ({exc})") from exc
+        card = card_from_session(session, str(self.path))
+        if card is None and self.require_card:
             raise ModelError(f"{self.path}: no '{CARD_KEY}' model card in the ONNX metadata; "
                              "export it with `manet-edge export`")
-        card = ModelCard.from_json(meta[CARD_KEY], source=str(self.path))
-        if self.requested_precision and self.requested_precision != card.precision:
+        precision = card.precision if card is not None else "fp32"
+        if self.requested_precision and self.requested_precision != precision:
             raise BadInputError(
-                f"{self.path}: onnxruntime runs a model in its exported precision ({card.precision}); "
+                f"{self.path}: onnxruntime runs a model in its exported precision ({precision}); "
                 f"export a {self.requested_precision} model or drop --precision")
         for node in session.get_inputs():
             if node.type not in _ORT_DTYPES:
@@ -98,7 +158,7 @@ class OnnxRuntimeRunner(Runner):
         self._inputs = {n.name: dims(n.shape) for n in session.get_inputs()}
         self._outputs = {n.name: dims(n.shape) for n in session.get_outputs()}
         self._card = card
-        self._precision = card.precision
+        self._precision = precision
         self._session = session
         self.providers = list(session.get_providers())
 

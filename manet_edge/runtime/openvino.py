@@ -36,25 +36,32 @@ from typing import Any
 
 import numpy as np
 
-from manet_edge.errors import BackendUnavailableError, BadInputError, ModelError
+from manet_edge.errors import BadInputError, ModelError
+from manet_edge.lazy import optional_import
 from manet_edge.metadata import read_onnx_card
+from manet_edge.rewrite.functions import MA_DOMAIN, MA_OP  # the fused MA op (torch-free rewrite package)
+from manet_edge.rewrite.openvino_pools import (  # noqa: F401  (its home before manet_edge.rewrite)
+    POOL_AS_CHANNELS_MIN,
+    pool_maps_as_channels,
+)
 from manet_edge.runtime.base import Runner
 
 _HINTS = {"fp32": "f32", "bf16": "bf16"}
 _FROM_OV = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "i8": "int8", "u8": "int8"}
 
-# The fused MA op (kept equal to manet_edge.export.rules.functions by a test; the runtime does not
-# import the exporter).
-MA_DOMAIN = "manet_edge"
-MA_OP = "MaskAttentionMul"
 
 
 def _import_ov():
-    try:
-        import openvino as ov
-    except ImportError as exc:
-        raise BackendUnavailableError("openvino", "openvino", str(exc)) from exc
-    return ov
+    return optional_import("openvino", "openvino")
+
+
+def bench_precision_problem(precision: str) -> str | None:
+    """Why ``bench`` cannot time ``precision`` on this CPU (``None``: it can)."""
+    if precision == "bf16":
+        caps = cpu_capabilities()
+        if "BF16" not in caps:
+            return f"this CPU has no bf16 support (OpenVINO capabilities: {', '.join(caps)})"
+    return None
 
 
 def cpu_capabilities() -> list[str]:
@@ -85,75 +92,6 @@ def conversion_extensions() -> list[Any]:
     return [ConversionExtension(MA_OP, MA_DOMAIN, _mask_attention_mul)]
 
 
-POOL_AS_CHANNELS_MIN = 128 * 128
-
-
-def _attr(node: Any, name: str, default: Any = None) -> Any:
-    from onnx import helper
-
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
-def pool_maps_as_channels(model: Any, min_pixels: int | None = None) -> int:
-    """Rewrite qualifying one-channel ``AveragePool`` nodes of an ONNX ``model`` in place; returns how many.
-
-    A node qualifies when its input is (N, 1, H, W) with static H*W >= ``min_pixels``, it counts
-    the padding (``count_include_pad=1``; every MA pyramid pool does), has explicit pads, no
-    ``ceil_mode``/``auto_pad``/dilations. Then ``P(x; kh x kw, sh x sw, pads)`` becomes
-    Reshape (N,H,1,W) -> AveragePool (1,kw) -> Transpose (N,W',H,1) -> AveragePool (kh,1) ->
-    Transpose (N,1,H',W'): with the padding counted, the kh x kw mean is the mean over kh of the
-    means over kw. ``min_pixels`` defaults to :data:`POOL_AS_CHANNELS_MIN`.
-    """
-    import numpy as np
-    import onnx
-    from onnx import helper, numpy_helper
-
-    min_pixels = POOL_AS_CHANNELS_MIN if min_pixels is None else min_pixels
-    graph = model.graph
-    candidates = [n for n in graph.node if n.op_type == "AveragePool" and n.domain in ("", "ai.onnx")
-                  and _attr(n, "count_include_pad", 0) == 1 and not _attr(n, "ceil_mode", 0)
-                  and _attr(n, "auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
-                  and all(d == 1 for d in _attr(n, "dilations", [1, 1]))]
-    if not candidates:
-        return 0
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    dims = {vi.name: [d.dim_value if d.HasField("dim_value") else 0 for d in vi.type.tensor_type.shape.dim]
-            for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
-    replaced: dict[int, list[Any]] = {}
-    taken = {o for n in graph.node for o in n.output} | {t.name for t in graph.initializer}
-    for node in candidates:
-        shape = dims.get(node.input[0], [])
-        kernel = list(_attr(node, "kernel_shape", []))
-        if len(shape) != 4 or shape[1] != 1 or len(kernel) != 2 or min(shape[2:]) <= 0:
-            continue
-        h, w = shape[2], shape[3]
-        if h * w < min_pixels:
-            continue
-        (kh, kw), (sh, sw) = kernel, list(_attr(node, "strides", [1, 1]))
-        top, left, bottom, right = list(_attr(node, "pads", [0, 0, 0, 0]))
-        base = f"{node.output[0]}__ov_pool"
-        while any(t.startswith(base) for t in taken):
-            base += "_"
-        taken.add(base)
-        graph.initializer.append(numpy_helper.from_array(np.array([0, h, 1, w], np.int64), f"{base}_shape"))
-        nodes = [helper.make_node("Reshape", [node.input[0], f"{base}_shape"], [f"{base}_rows"])]
-        nodes.append(helper.make_node("AveragePool", [f"{base}_rows"], [f"{base}_w"], kernel_shape=[1, kw],
-                                      strides=[1, sw], pads=[0, left, 0, right], count_include_pad=1))
-        nodes.append(helper.make_node("Transpose", [f"{base}_w"], [f"{base}_cols"], perm=[0, 3, 1, 2]))
-        nodes.append(helper.make_node("AveragePool", [f"{base}_cols"], [f"{base}_h"], kernel_shape=[kh, 1],
-                                      strides=[sh, 1], pads=[top, 0, bottom, 0], count_include_pad=1))
-        nodes.append(helper.make_node("Transpose", [f"{base}_h"], [node.output[0]], perm=[0, 3, 2, 1]))
-        replaced[id(node)] = nodes
-    if replaced:
-        new = [m for n in graph.node for m in replaced.get(id(n), [n])]
-        del graph.node[:]
-        graph.node.extend(new)
-    return len(replaced)
-
-
 def read_onnx(core: Any, model: Any) -> Any:
     """``core.read_model`` for an ONNX file or ``ModelProto``, with :func:`pool_maps_as_channels`
     applied first (to a copy: the caller's model is not changed)."""
@@ -177,13 +115,66 @@ def register_extensions(core: Any) -> Any:
     return core
 
 
+def compile_config(precision: str = "fp32", *, hint: str = "LATENCY", threads: int | None = None,
+                   streams: int = 1, perf_count: bool = False) -> dict[str, Any]:
+    """The CPU compile configuration: ``INFERENCE_PRECISION_HINT`` always set (never a silent bf16),
+    ``streams > 1`` as a THROUGHPUT hint with that many streams, ``threads`` per stream."""
+    if precision not in _HINTS:
+        raise BadInputError(f"openvino precision must be one of {tuple(_HINTS)}, got {precision!r}")
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": _HINTS[precision], "PERFORMANCE_HINT": hint}
+    if streams > 1:
+        config["PERFORMANCE_HINT"] = "THROUGHPUT"
+        config["NUM_STREAMS"] = int(streams)
+    if threads is not None:  # threads per call; OpenVINO's setting is the total
+        config["INFERENCE_NUM_THREADS"] = int(threads) * streams
+    if perf_count:
+        config["PERF_COUNT"] = True
+    return config
+
+
+def read_model(core: Any, model: Any) -> Any:
+    """``core.read_model`` for an ``.onnx`` file, an ``onnx.ModelProto``, serialized ONNX bytes
+    (all through :func:`read_onnx`) or an OpenVINO IR ``.xml`` file."""
+    if isinstance(model, (bytes, bytearray)):
+        import onnx
+
+        model = onnx.load_from_string(bytes(model))
+    if isinstance(model, (str, Path)) and Path(model).suffix != ".onnx":
+        return core.read_model(str(model))
+    return read_onnx(core, model)
+
+
+def compile_model(model: Any, config: dict[str, Any] | None = None, *, core: Any = None, device: str = "CPU") -> Any:
+    """An OpenVINO ``CompiledModel`` for ``model`` (a path, bytes or ``onnx.ModelProto``;
+    :func:`read_model`) with the manet_edge op conversions registered and ``config``
+    (:func:`compile_config`, fp32 by default). The one place manet-edge compiles OpenVINO models."""
+    ov = _import_ov()
+    core = register_extensions(core if core is not None else ov.Core())
+    return core.compile_model(read_model(core, model), device, config or compile_config())
+
+
+def _card_of(model: Any, source: str) -> Any:
+    """The model card of a path (:func:`read_onnx_card`) or of an in-memory ``ModelProto``."""
+    if isinstance(model, (str, Path)):
+        return read_onnx_card(str(model))
+    import onnx
+
+    from manet_edge.metadata import CARD_KEY, ModelCard
+
+    proto = onnx.load_from_string(bytes(model)) if isinstance(model, (bytes, bytearray)) else model
+    props = {p.key: p.value for p in proto.metadata_props}
+    if CARD_KEY not in props:
+        raise ModelError(f"{source}: no '{CARD_KEY}' model card in metadata_props; export it with `manet-edge export`")
+    return ModelCard.from_json(props[CARD_KEY], source=source)
+
+
 class OpenVINORunner(Runner):
     """Run an exported ``.onnx`` (or OpenVINO IR ``.xml``) model with OpenVINO on the CPU."""
 
     backend = "openvino"
     concurrent = True  # one infer request per calling thread
 
-    def __init__(self, path: str | Path, *, precision: str | None = None, name: str | None = None,
+    def __init__(self, path: Any, *, precision: str | None = None, name: str | None = None,
                  device: str = "CPU", threads: int | None = None, performance_hint: str = "LATENCY",
                  streams: int = 1):
         super().__init__(path, precision=precision, name=name)
@@ -205,7 +196,7 @@ class OpenVINORunner(Runner):
 
     def _activate(self) -> None:
         ov = _import_ov()
-        card = read_onnx_card(str(self.path))
+        card = _card_of(self.source, str(self.path))
         want = self.requested_precision or "fp32"
         core = ov.Core()
         self.capabilities = [str(c) for c in core.get_property(self.device, "OPTIMIZATION_CAPABILITIES")]
@@ -213,16 +204,10 @@ class OpenVINORunner(Runner):
             raise BadInputError(
                 f"precision bf16 is not supported by this CPU (OpenVINO capabilities: "
                 f"{', '.join(self.capabilities)}); use --precision fp32")
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": _HINTS[want],
-                                  "PERFORMANCE_HINT": self.performance_hint}
-        if self.streams > 1:
-            config["PERFORMANCE_HINT"] = "THROUGHPUT"
-            config["NUM_STREAMS"] = int(self.streams)
-        if self.threads is not None:  # threads per call; OpenVINO's setting is the total
-            config["INFERENCE_NUM_THREADS"] = int(self.threads) * self.streams
+        config = compile_config(want, hint=self.performance_hint, threads=self.threads, streams=self.streams)
         register_extensions(core)
         try:
-            model = read_onnx(core, self.path) if self.path.suffix == ".onnx" else core.read_model(str(self.path))
+            model = read_model(core, self.source)
             declared = {p.get_any_name(): _shape(p) for p in model.inputs}
             compiled = core.compile_model(model, self.device, config)
         except RuntimeError as exc:

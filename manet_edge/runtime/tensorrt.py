@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from manet_edge.errors import BackendUnavailableError, BadInputError, ModelError
+from manet_edge.errors import BadInputError, ModelError
+from manet_edge.lazy import optional_import
 from manet_edge.metadata import ModelCard
 from manet_edge.runtime import cuda as cuda_mod
 from manet_edge.runtime.base import Runner
@@ -43,11 +44,14 @@ log = logging.getLogger(__name__)
 
 def import_tensorrt() -> Any:
     """``import tensorrt`` with an error that names the pip extra."""
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise BackendUnavailableError("tensorrt", "trt", f"import tensorrt failed: {exc}") from exc
-    return trt
+    return optional_import("tensorrt", "trt")
+
+
+def bench_precision_problem(precision: str) -> str | None:
+    """Why ``bench`` cannot time a zoo model at ``precision`` (``None``: it can)."""
+    if precision == "int8":
+        return "int8 engines need a calibrated Q/DQ ONNX (manet-edge export --precision int8); pass it as a model file"
+    return None
 
 
 class TensorRTRunner(Runner):

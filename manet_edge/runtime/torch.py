@@ -16,6 +16,7 @@ import numpy as np
 
 from manet_edge import CLASSES
 from manet_edge.errors import BackendUnavailableError, BadInputError, ModelError
+from manet_edge.lazy import optional_import
 from manet_edge.metadata import ModelCard
 from manet_edge.runtime.base import Runner
 from manet_edge.runtime.engine_manifest import sha256_file as _sha256
@@ -63,14 +64,9 @@ class TorchRunner(Runner):
         self._torch: Any = None
 
     def _activate(self) -> None:
-        try:
-            import torch
-        except ImportError as exc:
-            raise BackendUnavailableError("torch", "train", str(exc)) from exc
-        try:
-            from manet_edge.train.checkpoint import build_model_from_checkpoint, load_checkpoint
-        except ImportError as exc:
-            raise BackendUnavailableError("torch", "train", f"manet_edge.train.checkpoint: {exc}") from exc
+        torch = optional_import("torch", "train")
+        checkpoint = optional_import("manet_edge.train.checkpoint", "train", what="torch")
+        build_model_from_checkpoint, load_checkpoint = checkpoint.build_model_from_checkpoint, checkpoint.load_checkpoint
         if self.device == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailableError("torch", "train", "CUDA is not available to torch")
         if self.threads is not None:

@@ -12,16 +12,15 @@ import os
 import hashlib
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
-from manet_edge import CLASSES
+from manet_edge import CLASSES, stages
 from manet_edge.config import PostprocessConfig, from_dict
 from manet_edge.datasets import Item, find_cls_items, get_splits, matches_source, parse_source_spec, select
 from manet_edge.io import load_image
-from manet_edge.postprocess import clean_mask
-from manet_edge.preprocess import minmax, resize, seg_input
 from manet_edge.train.augment import cls_augment
 from manet_edge.train.checkpoint import build_model_from_checkpoint, file_sha256, load_checkpoint, zoo_record
 from manet_edge.train.data import ClsDataset
@@ -38,20 +37,17 @@ def segment_items(root: Path, items: list[Item], segmenter: Path, size: int, *, 
     if cache is not None and cache.exists():
         with np.load(cache) as z:
             return z["images"].astype(np.float32), z["masks"].astype(np.float32)
-    predict_prob, seg_size, seg_channels, post = _stage1(segmenter)
+    predict_logits, seg_card, post = _stage1(segmenter)
     from tqdm import tqdm
 
     images = np.zeros((len(items), 1, size, size), np.float32)
     masks = np.zeros_like(images)
     for i in tqdm(range(0, len(items), batch_size), desc="segmenting", disable=quiet, leave=False):
         raws = [load_image(root / it.path) for it in items[i:i + batch_size]]
-        x = np.stack([seg_input(r, seg_size) for r in raws])
-        if seg_channels != 1:
-            x = np.repeat(x, seg_channels, axis=1)
-        for j, (raw, p) in enumerate(zip(raws, predict_prob(x))):
-            m = clean_mask(p, post).astype(np.float32)
-            images[i + j, 0] = minmax(resize(raw, size), 0.0, 1.0)
-            masks[i + j, 0] = resize(m, size, nearest=True) > 0.5
+        x = np.stack([stages.seg_feed(r, seg_card) for r in raws])
+        for j, (raw, lg) in enumerate(zip(raws, predict_logits(x))):
+            lung = stages.mask_from_logits(lg, post)
+            images[i + j, 0], masks[i + j, 0] = stages.cls_pair01(raw, lung.mask, size)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")  # several runs may fill the cache at once
@@ -62,15 +58,15 @@ def segment_items(root: Path, items: list[Item], segmenter: Path, size: int, *, 
 
 
 def _stage1(segmenter: Path):
-    """``(predict, input size, input channels, clean-up config)`` for a segmenter file.
+    """``(predict, card, clean-up config)`` for a segmenter file.
 
     A ``.onnx`` file is an exported segmenter (such as the bundled one) and runs on ONNX Runtime
     with the clean-up settings of its model card, exactly as ``manet-edge infer`` runs it; any
     other file is a ``train seg`` checkpoint run in torch. ``predict`` maps a (N, C, S, S) batch
-    to (N, S, S) lung probabilities.
+    (:func:`manet_edge.stages.seg_feed`) to (N, 1, S, S) logits; ``card`` has the segmenter's
+    ``input_size`` and ``in_channels``.
     """
     if Path(segmenter).suffix.lower() == ".onnx":
-        from manet_edge.pipeline import postprocess_config, sigmoid
         from manet_edge.runtime.onnxrt import OnnxRuntimeRunner
 
         runner = OnnxRuntimeRunner(segmenter).activate()
@@ -78,9 +74,9 @@ def _stage1(segmenter: Path):
             raise ValueError(f"{segmenter}: expected a segmenter, its model card says kind={runner.card.kind}")
 
         def predict_onnx(x: np.ndarray) -> np.ndarray:
-            return sigmoid(runner.infer({"image": x})["logits"])[:, 0]
+            return runner.infer({"image": x})["logits"]
 
-        return predict_onnx, runner.card.input_size, runner.card.in_channels, postprocess_config(runner.card)
+        return predict_onnx, runner.card, stages.postprocess_config(runner.card)
     ckpt = load_checkpoint(segmenter)
     if ckpt["kind"] != "seg":
         raise ValueError(f"{segmenter}: expected a segmenter checkpoint, got kind={ckpt['kind']}")
@@ -89,10 +85,10 @@ def _stage1(segmenter: Path):
 
     @torch.no_grad()
     def predict_torch(x: np.ndarray) -> np.ndarray:
-        return torch.sigmoid(model(torch.from_numpy(x)))[:, 0].numpy()
+        return model(torch.from_numpy(x)).numpy()
 
-    return (predict_torch, int(cfg["image_size"]), int(cfg.get("in_channels", 1)),
-            from_dict(PostprocessConfig, dict(ckpt.get("postprocess", {}))))
+    card = SimpleNamespace(input_size=int(cfg["image_size"]), in_channels=int(cfg.get("in_channels", 1)))
+    return predict_torch, card, from_dict(PostprocessConfig, dict(ckpt.get("postprocess", {})))
 
 
 def class_weights(labels: np.ndarray, n: int, power: float = 1.0) -> np.ndarray:

@@ -75,9 +75,9 @@ def segmenter_from_onnx(path: str | Path, *, check: bool = True) -> tuple[nn.Mod
                 mod.bias.copy_(torch.from_numpy(np.array(bias)))
             used.update({f"{name}.weight_bias", f"{name}.bias"} & set(weights))
     if check:
-        import onnxruntime as ort
+        from manet_edge.runtime.onnxrt import session_from_onnx
 
-        sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        sess = session_from_onnx(proto)
         x = np.random.default_rng(0).random((2, card.in_channels, card.input_size, card.input_size), dtype=np.float32)
         ref = sess.run(None, {sess.get_inputs()[0].name: x})[0]
         with torch.no_grad():

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,7 +169,7 @@ def fit(model: torch.nn.Module, train_ds: Dataset, task: Task, cfg: TrainConfig,
                     mod.eval()
         t0, sums, n = time.time(), {}, 0
         bar = tqdm(loader, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=quiet or not info.is_main,
-                   leave=False, dynamic_ncols=True)
+                   leave=False, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 60.0)
         for i, batch in enumerate(bar):
             if i >= steps:
                 break
@@ -181,7 +182,9 @@ def fit(model: torch.nn.Module, train_ds: Dataset, task: Task, cfg: TrainConfig,
             n += 1
             for k, v in {"loss": float(loss.detach()), **logs}.items():
                 sums[k] = sums.get(k, 0.0) + v
-            bar.set_postfix({k: f"{v / n:.4f}" for k, v in sums.items()})
+            # refresh=False: tqdm redraws on its own interval, with the step count it keeps in sync
+            # (a redraw here showed a stale count, and wrote one line per step into log files).
+            bar.set_postfix({k: f"{v / n:.4f}" for k, v in sums.items()}, refresh=False)
         keys = sorted(sums)
         totals = all_reduce_sum([sums[k] for k in keys] + [n], info)
         train_logs = {f"train_{k}": totals[j] / max(totals[-1], 1) for j, k in enumerate(keys)}

@@ -51,12 +51,9 @@ def feeds(batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def run(model: onnx.ModelProto, feed=None) -> list[np.ndarray]:
-    import onnxruntime as ort
+    from manet_edge.runtime.onnxrt import session_from_onnx
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess = session_from_onnx(model, threads=1)
     names = {i.name for i in sess.get_inputs()}
     return sess.run(None, {k: v for k, v in (feed or feeds()).items() if k in names})
 
@@ -76,13 +73,9 @@ def tiny():
 
 def ort_optimized_model(model: onnx.ModelProto, path) -> onnx.ModelProto:
     """ONNX Runtime's optimized graph (ORT_ENABLE_ALL, 1 thread) of ``model``, saved at ``path``."""
-    import onnxruntime as ort
+    from manet_edge.runtime.onnxrt import session_from_onnx
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.log_severity_level = 3
-    so.optimized_model_filepath = str(path)
-    ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    session_from_onnx(model, threads=1, optimized_model_path=path)
     return onnx.load(str(path))
 
 

@@ -90,7 +90,9 @@ def test_openvino_runs_exported_ma_classifier_like_onnxruntime(tmp_path, ma_op, 
     import manet_edge.runtime.openvino as ov_runtime
 
     if rewrite_pools:  # the runner's one-channel pool rewrite, here on the tiny model's 16 x 16 maps
-        monkeypatch.setattr(ov_runtime, "POOL_AS_CHANNELS_MIN", 1)
+        import manet_edge.rewrite.openvino_pools as pool_rule  # the rule's home (the OpenVINO rule set)
+
+        monkeypatch.setattr(pool_rule, "POOL_AS_CHANNELS_MIN", 1)
         assert ov_runtime.pool_maps_as_channels(onnx.load(str(_classifier(tmp_path / "c.onnx", ma_op=ma_op)))) > 0
     path = _classifier(tmp_path / f"{ma_op}.onnx", ma_op=ma_op)
     functions = {(f.domain, f.name) for f in onnx.load(str(path)).functions}

@@ -148,3 +148,56 @@ def test_openvino_bf16_unsupported_is_an_error(seg_model, monkeypatch):
         OpenVINORunner(seg_model, precision="bf16").activate()
     with OpenVINORunner(seg_model, precision="fp32") as r:
         assert r.precision == "fp32"
+
+
+# -- loaders apart from runners --------------------------------------------------------------------
+
+def test_onnxruntime_runner_from_bytes_proto_and_session_match_the_file(seg_model):
+    import onnx
+
+    from manet_edge.runtime.onnxrt import OnnxRuntimeRunner, session_from_onnx
+
+    feed = {"image": np.random.default_rng(0).random((2, 1, 64, 64), dtype=np.float32)}
+    with OnnxRuntimeRunner(seg_model) as ref:
+        want = ref.infer(feed)["logits"]
+    proto = onnx.load(str(seg_model))
+    for source in (proto, proto.SerializeToString(), session_from_onnx(seg_model, threads=1)):
+        with OnnxRuntimeRunner(source) as r:
+            assert r.in_memory and r.card.kind == "seg"
+            np.testing.assert_array_equal(r.infer(feed)["logits"], want)
+
+
+def test_onnxruntime_runner_without_a_card_only_when_asked(seg_model):
+    import onnx
+
+    from manet_edge.errors import ModelError
+    from manet_edge.runtime.onnxrt import OnnxRuntimeRunner
+
+    proto = onnx.load(str(seg_model))
+    del proto.metadata_props[:]
+    with pytest.raises(ModelError, match="no 'manet_edge.card' model card"):
+        OnnxRuntimeRunner(proto).activate()
+    with OnnxRuntimeRunner(proto, require_card=False) as r:
+        assert r.precision == "fp32" and r.input_names == ["image"]
+        with pytest.raises(ModelError, match="did not provide a model card"):
+            r.card
+        assert r.infer({"image": np.zeros((1, 1, 64, 64), np.float32)})["logits"].shape == (1, 1, 64, 64)
+
+
+def test_openvino_runner_from_an_in_memory_model_matches_the_file(seg_model):
+    pytest.importorskip("openvino")
+    import onnx
+
+    from manet_edge.runtime.openvino import OpenVINORunner, compile_config, compile_model
+
+    feed = {"image": np.random.default_rng(1).random((1, 1, 64, 64), dtype=np.float32)}
+    with OpenVINORunner(seg_model, threads=1) as ref:
+        want = ref.infer(feed)["logits"]
+    with OpenVINORunner(onnx.load(str(seg_model)), threads=1) as r:
+        assert r.card.kind == "seg"
+        np.testing.assert_array_equal(r.infer(feed)["logits"], want)
+    compiled = compile_model(str(seg_model), compile_config("fp32", threads=1))
+    np.testing.assert_array_equal(np.asarray(compiled(feed)[compiled.output(0)]), want)
+    assert compile_config("fp32", threads=2, streams=3) == {
+        "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": 3,
+        "INFERENCE_NUM_THREADS": 6}

@@ -21,7 +21,7 @@ Two bodies compute the same values (a per-pixel scalar times every channel):
     feature map to NCHW and back around a broadcast ``Mul``. With ``map_channels = 1`` the conv
     passes the one-channel map through and the multiply broadcasts it (ONNX Runtime then reorders
     the feature map around the multiply; where that is the faster form is a measurement, see
-    :mod:`~manet_edge.export.rules.fuse_mask_mul`). The weights are built from
+    :mod:`~manet_edge.rewrite.fuse_mask_mul`). The weights are built from
     the ``map_channels`` attribute by constant-foldable ops, so the function has no tensor inputs
     besides X and M.
 ``broadcast``

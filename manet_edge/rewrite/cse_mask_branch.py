@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from manet_edge.export.rules.base import Match, RewriteContext, Rule, node_key, remove_node, rename_input
+from manet_edge.rewrite.base import Match, RewriteContext, Rule, node_key, remove_node, rename_input
 
 _NONDETERMINISTIC = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
                                "Multinomial", "Bernoulli", "Dropout"})
@@ -28,9 +28,13 @@ def _pattern(ctx: RewriteContext) -> Iterator[Match]:
             seen[key] = node
 
 
-def _check(ctx: RewriteContext, match: Match) -> bool:
+def _check(ctx: RewriteContext, match: Match) -> str | None:
     keep, dup = match.nodes
-    return dup.op_type not in _NONDETERMINISTIC and not any(o in ctx.graph_outputs for o in dup.output)
+    if dup.op_type in _NONDETERMINISTIC:
+        return f"{dup.op_type} is not deterministic: two calls are not one"
+    if any(o in ctx.graph_outputs for o in dup.output):
+        return f"{dup.name or dup.output[0]} is a graph output"
+    return None
 
 
 def _rewrite(ctx: RewriteContext, match: Match) -> None:

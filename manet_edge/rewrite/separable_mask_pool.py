@@ -20,7 +20,7 @@ from typing import Iterator
 
 from onnx import helper
 
-from manet_edge.export.rules.base import Match, RewriteContext, Rule, attrs, replace_node
+from manet_edge.rewrite.base import Match, RewriteContext, Rule, attrs, replace_node
 
 MIN_KERNEL = 5
 """Smaller windows gain little (3x3: 6 additions instead of 9) and cost a second node."""
@@ -32,17 +32,23 @@ def _pattern(ctx: RewriteContext) -> Iterator[Match]:
             yield Match((node,))
 
 
-def _check(ctx: RewriteContext, match: Match) -> bool:
+def _check(ctx: RewriteContext, match: Match) -> str | None:
     (node,) = match.nodes
     a = attrs(node)
     k = list(a.get("kernel_shape", []))
     if len(k) != 2 or k[0] != k[1] or k[0] < MIN_KERNEL:
-        return False
-    if a.get("count_include_pad", 0) != 1 or a.get("ceil_mode", 0) != 0 or "dilations" in a:
-        return False
+        return f"kernel {k} is not square and at least {MIN_KERNEL}x{MIN_KERNEL}"
+    if a.get("count_include_pad", 0) != 1:
+        return "the padding is not counted (count_include_pad=0)"
+    if a.get("ceil_mode", 0) != 0:
+        return "ceil_mode is set"
+    if "dilations" in a:
+        return "the pool is dilated"
     if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-        return False
-    return len(a.get("pads", [0, 0, 0, 0])) == 4 and len(a.get("strides", [1, 1])) == 2
+        return "auto_pad is set (explicit pads are needed)"
+    if len(a.get("pads", [0, 0, 0, 0])) != 4 or len(a.get("strides", [1, 1])) != 2:
+        return "pads/strides are not 2-D"
+    return None
 
 
 def _rewrite(ctx: RewriteContext, match: Match) -> None:

@@ -21,7 +21,7 @@ import onnx
 from onnx import numpy_helper
 
 if TYPE_CHECKING:  # pragma: no cover
-    from manet_edge.export.rules.base import RewriteContext
+    from manet_edge.rewrite.base import RewriteContext
 
 # Ops whose output is >= 0 whenever all their (non-constant) data inputs are >= 0.
 _NONNEG_PRESERVING = frozenset({

@@ -16,8 +16,8 @@ from typing import Iterator
 
 from onnx import helper
 
-from manet_edge.export.rules.base import Match, RewriteContext, Rule, remove_node, replace_node
-from manet_edge.export.rules.functions import MA_DOMAIN, MA_OP
+from manet_edge.rewrite.base import Match, RewriteContext, Rule, remove_node, replace_node
+from manet_edge.rewrite.functions import MA_DOMAIN, MA_OP
 
 
 def _is_mask_mul(node) -> bool:
@@ -41,9 +41,13 @@ def _pattern(ctx: RewriteContext) -> Iterator[Match]:
             yield Match((mul, relu), {"x": b, "m": a})
 
 
-def _check(ctx: RewriteContext, match: Match) -> bool:
+def _check(ctx: RewriteContext, match: Match) -> str | None:
     mul, relu = match.nodes
-    return ctx.mask.is_nonneg_mask_map(match.values["m"]) and ctx.uses(mul.output[0]) == 1
+    if not ctx.mask.is_nonneg_mask_map(match.values["m"]):
+        return f"{match.values['m']} is not known to be a non-negative mask map"
+    if ctx.uses(mul.output[0]) != 1:
+        return f"the product {mul.output[0]} is read elsewhere too"
+    return None
 
 
 def _rewrite(ctx: RewriteContext, match: Match) -> None:

@@ -3,7 +3,7 @@
 Pattern: ``Mul(x, m)`` (either operand order) where ``m`` is a mask map and ``x`` is not.
 Check: ``m`` has one channel (a per-pixel scalar) and ``x`` a static channel count.
 Rewrite: ``MaskAttentionMul(x, m; channels=C, map_channels=K)``; the model gets the op's local
-function (:mod:`manet_edge.export.rules.functions`) and the ``manet_edge`` domain import.
+function (:mod:`manet_edge.rewrite.functions`) and the ``manet_edge`` domain import.
 
 ``K`` per site, by the exporter's body choice (``ExportOptions.ma_body``, :data:`SITE_BODIES`):
 
@@ -29,8 +29,8 @@ from typing import Iterator
 import numpy as np
 
 from manet_edge.errors import ManetEdgeError
-from manet_edge.export.rules.base import Match, RewriteContext, Rule, attrs, replace_node
-from manet_edge.export.rules.functions import ensure_function, make_ma_node
+from manet_edge.rewrite.base import Match, RewriteContext, Rule, attrs, replace_node
+from manet_edge.rewrite.functions import ensure_function, make_ma_node
 
 SITE_BODIES = ("auto", "expand", "broadcast")
 BROADCAST_MIN_ELEMENTS = 1 << 18
@@ -49,12 +49,16 @@ def _pattern(ctx: RewriteContext) -> Iterator[Match]:
             yield Match((node,), {"x": b, "m": a})
 
 
-def _check(ctx: RewriteContext, match: Match) -> bool:
+def _check(ctx: RewriteContext, match: Match) -> str | None:
     m_dims = ctx.shapes.get(match.values["m"])
     x_dims = ctx.shapes.get(match.values["x"])
     if not m_dims or not x_dims or len(m_dims) != 4 or len(x_dims) != 4:
-        return False
-    return m_dims[1] == 1 and ctx.channels(match.values["x"]) is not None
+        return f"shapes unknown or not 4-D (map {m_dims}, features {x_dims})"
+    if m_dims[1] != 1:
+        return f"the map {match.values['m']} has {m_dims[1]} channels, not 1"
+    if ctx.channels(match.values["x"]) is None:
+        return f"the channel count of {match.values['x']} is not static"
+    return None
 
 
 def _is_pointwise_conv(ctx: RewriteContext, node) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from manet_edge.export.rules.base import Match, RewriteContext, Rule, topological_sort
+from manet_edge.rewrite.base import Match, RewriteContext, Rule, topological_sort
 
 
 def _pattern(ctx: RewriteContext) -> Iterator[Match]:
@@ -25,8 +25,8 @@ def _pattern(ctx: RewriteContext) -> Iterator[Match]:
             seen_feature = True
 
 
-def _check(ctx: RewriteContext, match: Match) -> bool:
-    return True
+def _check(ctx: RewriteContext, match: Match) -> str | None:
+    return None  # the pattern proposes only nodes that can move
 
 
 def _rewrite(ctx: RewriteContext, match: Match) -> None:

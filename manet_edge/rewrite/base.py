@@ -8,7 +8,7 @@ hundred nodes; rebuilding the producer/consumer maps is cheap and keeps the rule
 
 :class:`RewriteContext` carries what the rules share: the model, producer/consumer maps, the
 statically known shapes (ONNX shape inference, run once) and the mask analysis of
-:mod:`manet_edge.export.rules.analysis`.
+:mod:`manet_edge.rewrite.analysis`.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class RewriteContext:
         self.initializers = {t.name: t for t in self.graph.initializer}
         self.graph_inputs = [vi.name for vi in self.graph.input if vi.name not in self.initializers]
         self.graph_outputs = {vi.name for vi in self.graph.output}
-        from manet_edge.export.rules.analysis import mask_analysis
+        from manet_edge.rewrite.analysis import mask_analysis
 
         self.mask = mask_analysis(self)
 
@@ -91,14 +91,18 @@ class Rule:
     name: str
     doc: str
     pattern: Callable[[RewriteContext], Iterable[Match]]
-    check: Callable[[RewriteContext, Match], bool]
+    check: Callable[[RewriteContext, Match], "str | None"]
+    """``None`` accepts the match; a string refuses it and says why (kept in the report)."""
     rewrite: Callable[[RewriteContext, Match], None]
 
-    def apply_once(self, ctx: RewriteContext) -> bool:
+    def apply_once(self, ctx: RewriteContext, refused: list[str] | None = None) -> bool:
         for match in self.pattern(ctx):
-            if self.check(ctx, match):
+            reason = self.check(ctx, match)
+            if reason is None or reason is True:  # True: an old-style check
                 self.rewrite(ctx, match)
                 return True
+            if refused is not None:
+                refused.append(reason if isinstance(reason, str) else "refused (the check gave no reason)")
         return False
 
 
@@ -107,9 +111,15 @@ class RewriteReport:
     """How often each rule fired, in the order the rules ran."""
 
     counts: dict[str, int] = field(default_factory=dict)
+    refusals: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Rule name -> why its check refused matches (reason -> how many times, last pass)."""
 
     def __str__(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.counts.items()) or "no rules"
+
+    def why_not(self, rule: str) -> list[str]:
+        """The reasons ``rule`` refused matches (empty: it refused none)."""
+        return sorted(self.refusals.get(rule, {}))
 
 
 def apply_rules(model: onnx.ModelProto, rules: Iterable[Rule], *, mask_input: str = "mask",
@@ -122,7 +132,10 @@ def apply_rules(model: onnx.ModelProto, rules: Iterable[Rule], *, mask_input: st
         while True:
             topological_sort(model.graph)
             ctx = RewriteContext(model, mask_input=mask_input, shapes=shapes)
-            if not rule.apply_once(ctx):
+            refused: list[str] = []
+            if not rule.apply_once(ctx, refused):
+                if refused:
+                    report.refusals[rule.name] = {r: refused.count(r) for r in dict.fromkeys(refused)}
                 break
             count += 1
             if count > max_iterations:

@@ -18,7 +18,7 @@ from typing import Iterator
 
 from onnx import helper
 
-from manet_edge.export.rules.base import Match, RewriteContext, Rule, remove_node, replace_node
+from manet_edge.rewrite.base import Match, RewriteContext, Rule, remove_node, replace_node
 
 
 def _split_mask_mul(ctx: RewriteContext, name: str) -> tuple[object, str, str] | None:
@@ -44,9 +44,12 @@ def _pattern(ctx: RewriteContext) -> Iterator[Match]:
         yield Match((add, left[0], right[0]), {"a": left[1], "b": right[1], "m": left[2]})
 
 
-def _check(ctx: RewriteContext, match: Match) -> bool:
+def _check(ctx: RewriteContext, match: Match) -> str | None:
     _, p, q = match.nodes
-    return ctx.uses(p.output[0]) == 1 and ctx.uses(q.output[0]) == 1
+    for product in (p, q):
+        if ctx.uses(product.output[0]) != 1:
+            return f"the product {product.output[0]} is read elsewhere too"
+    return None
 
 
 def _rewrite(ctx: RewriteContext, match: Match) -> None:
