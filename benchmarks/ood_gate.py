@@ -30,9 +30,24 @@ def main() -> None:
     ap.add_argument("--per-kind", type=int, default=40)
     ap.add_argument("--seed", type=int, default=2000)
     ap.add_argument("--loso-checkpoint", type=Path)
-    ap.add_argument("--loso-source", default="cls/covid/ieee_")
+    ap.add_argument("--loso-source", default="cls/covid/ieee_",
+                    help="the held-out source as folder/prefix; several joined by commas (cls/tb/shenzhen_,cls/tb/montgomery_)")
+    ap.add_argument("--held-out-only", metavar="TAG",
+                    help="only the held-out figure, written to held_out_TAG.json (the main report is left as it is)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/ood"))
     args = ap.parse_args()
+    if args.held_out_only:
+        if not args.loso_checkpoint:
+            ap.error("--held-out-only needs --loso-checkpoint")
+        from manet_edge.cpu import describe
+        from manet_edge.ood_fit import read_split
+
+        report = {"cpu": describe(), "command": " ".join(["PYTHONPATH=. python", *sys.argv]),
+                  **held_out(args, args.models / "segmenter.onnx", read_split(args.splits)["test"])}
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"held_out_{args.held_out_only}.json").write_text(json.dumps(report, indent=1) + "\n")
+        print(json.dumps(report, indent=1))
+        return
 
     from manet_edge.checks import NOT_CHEST_XRAY_FLAGS
     from manet_edge.cpu import describe
@@ -105,9 +120,12 @@ def held_out(args, seg: Path, test: list[str]) -> dict:
         cls = Path(tmp) / "classifier.onnx"
         src = source_from_checkpoint(args.loso_checkpoint)
         export_onnx(src, cls, ExportOptions())
-        ins = [r for r in test if not r.startswith(args.loso_source)]
-        folder, prefix = args.loso_source.rsplit("/", 1)
-        outs = sorted(f"{folder}/{p.name}" for p in (args.data / folder).iterdir() if p.name.startswith(prefix))
+        sources = tuple(x.strip() for x in args.loso_source.split(",") if x.strip())
+        ins = [r for r in test if not r.startswith(sources)]
+        outs = []
+        for source in sources:
+            folder, prefix = source.rsplit("/", 1)
+            outs += sorted(f"{folder}/{p.name}" for p in (args.data / folder).iterdir() if p.name.startswith(prefix))
         a = extract(seg, cls, args.data, ins)
         b = extract(seg, cls, args.data, outs)
         t = src.temperature
