@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -56,9 +57,39 @@ def test_tiny_export_with_verify_and_no_overwrite(app, tmp_path):
 
 
 def test_engine_jobs_pick_the_requested_precision(tmp_path):
+    from manet_edge.export.plan import engine_jobs
+
     written = [tmp_path / n for n in ("segmenter.onnx", "classifier.onnx", "classifier.int8.onnx")]
-    assert export_cmd._engine_jobs(written, "int8") == [(written[0], "fp32"), (written[2], "int8")]
-    assert export_cmd._engine_jobs(written[:2], "fp32") == [(written[0], "fp32"), (written[1], "fp32")]
+    assert engine_jobs(written, "int8") == [(written[0], "fp32"), (written[2], "int8")]
+    assert engine_jobs(written[:2], "fp32") == [(written[0], "fp32"), (written[1], "fp32")]
+
+
+def test_plan_lists_the_files_it_writes_and_rejects_bad_combinations(tmp_path):
+    from manet_edge.errors import BadInputError
+    from manet_edge.export.plan import ExportPlan
+
+    plan = ExportPlan(seg_model="default", cls_model="resnet18", out=tmp_path, precision="fp16")
+    assert [p.name for p in plan.planned()] == ["segmenter.onnx", "segmenter.fp16.onnx", "classifier.onnx",
+                                                "classifier.fp16.onnx"]
+    plan.check()
+    with pytest.raises(BadInputError, match="--calib-seg"):
+        ExportPlan(cls_model="resnet18", precision="int8", calib_dir=tmp_path).check()
+    with pytest.raises(BadInputError, match="not both"):
+        ExportPlan(cls_model="resnet18", cls_checkpoint=tmp_path / "x.pt").check()
+    with pytest.raises(BadInputError, match="--ma-op must be one of fused, inline"):
+        ExportPlan(cls_model="resnet18", ma_op="auto")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.precision = "int8"  # type: ignore[misc]
+
+
+def test_run_export_refuses_to_overwrite_before_exporting(tmp_path):
+    from manet_edge.errors import ManetEdgeError
+    from manet_edge.export.plan import ExportPlan, run_export
+
+    (tmp_path / "classifier.onnx").write_bytes(b"keep me")
+    with pytest.raises(ManetEdgeError, match="overwrite"):
+        run_export(ExportPlan(cls_model="resnet18", out=tmp_path), echo=lambda *a, **k: None)
+    assert (tmp_path / "classifier.onnx").read_bytes() == b"keep me"
 
 
 @pytest.mark.parametrize("body, op_types", [("broadcast", ["Mul"]), ("expand", None)])
