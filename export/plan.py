@@ -21,23 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from manet_edge.choices import CALIB_METHODS, EXPORT_FORMATS, EXPORT_PRECISIONS, MA_BODIES, MA_OPS
 from manet_edge.errors import BadInputError
 
 SEG_NAME = "segmenter"
 CLS_NAME = "classifier"
-
-# The choices of each option, read by the CLI to build its enums (``commands.choices_enum``).
-# Kept here, in a module without torch or onnx, so ``manet-edge export --help`` stays light.
-MA_OPS: tuple[str, ...] = ("fused", "inline")
-"""How MA sites are written: one ``manet_edge::MaskAttentionMul`` node each, or inlined (``manet_edge.rewrite``)."""
-MA_BODIES: tuple[str, ...] = ("auto", "expand", "broadcast")
-"""How each MA site broadcasts its map (``manet_edge.rewrite.fuse_mask_mul.SITE_BODIES``)."""
-EXPORT_PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
-"""Precisions ``export`` writes (a subset of ``runtime.backends.PRECISIONS``; bf16 is a run-time cast)."""
-CALIB_METHODS: dict[str, str] = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
-"""int8 calibration: option value -> onnxruntime ``CalibrationMethod`` member."""
-FORMATS: tuple[str, ...] = ("onnx", "engine", "triton")
-"""What ``export`` writes: ONNX files, TensorRT engines of them, or a Triton model repository."""
 
 Echo = Callable[..., None]
 
@@ -81,7 +69,7 @@ class ExportPlan:
         for name, value, allowed in (("--ma-op", self.ma_op, MA_OPS), ("--ma-body", self.ma_body, MA_BODIES),
                                      ("--precision", self.precision, EXPORT_PRECISIONS),
                                      ("--calib-method", self.calib_method, tuple(CALIB_METHODS)),
-                                     ("--format", self.fmt, FORMATS)):
+                                     ("--format", self.fmt, EXPORT_FORMATS)):
             if value not in allowed:
                 raise BadInputError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
 

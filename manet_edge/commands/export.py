@@ -12,42 +12,20 @@ The options become one :class:`manet_edge.export.plan.ExportPlan` and one
 
 from __future__ import annotations
 
-import enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from manet_edge.commands import guard_app
+from manet_edge.choices import CALIB_METHODS, EXPORT_FORMATS, EXPORT_PRECISIONS, MA_BODIES, MA_OPS
+from manet_edge.commands import choices_enum, guard_app
 
-
-class MaOp(str, enum.Enum):
-    fused = "fused"
-    inline = "inline"
-
-
-class MaBody(str, enum.Enum):
-    auto = "auto"
-    expand = "expand"
-    broadcast = "broadcast"
-
-
-class Precision(str, enum.Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    int8 = "int8"
-
-
-class CalibMethod(str, enum.Enum):
-    minmax = "minmax"
-    percentile = "percentile"
-    entropy = "entropy"
-
-
-class Format(str, enum.Enum):
-    onnx = "onnx"
-    engine = "engine"
-    triton = "triton"
+# the choices are the library's own tuples (manet_edge.choices), never a copy
+MaOp = choices_enum("MaOp", MA_OPS)
+MaBody = choices_enum("MaBody", MA_BODIES)
+Precision = choices_enum("Precision", EXPORT_PRECISIONS)
+CalibMethod = choices_enum("CalibMethod", CALIB_METHODS)
+Format = choices_enum("Format", EXPORT_FORMATS)
 
 
 def register(app: typer.Typer) -> None:
