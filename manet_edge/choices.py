@@ -41,3 +41,10 @@ OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw")
 
 BALANCES: tuple[str, ...] = ("none", "sampler", "loss", "sqrt")
 """Class balancing for the scarce TB class (``manet_edge.train.cls``)."""
+
+PRESET_SCALES: tuple[str, ...] = ("cpu", "paper")
+"""``train --preset``: each names a ``seg-<scale>`` and a ``cls-<scale>`` row of ``manet_edge.train.loop.PRESETS``."""
+
+FLOP_CONVENTIONS: tuple[str, ...] = ("thop", "true")
+"""How ``flops`` counts operations: ``thop`` = the paper's Table 3, ``true`` = real arithmetic
+(``manet_edge.benchmarks.flops.Convention``)."""

@@ -5,20 +5,17 @@ Runs as one process, or under ``torchrun --nproc-per-node N -m cli train ...`` w
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from manet_edge.choices import AMP_MODES, AUGMENTS, BALANCES, OPTIMIZERS
+from manet_edge.choices import AMP_MODES, AUGMENTS, BALANCES, OPTIMIZERS, PRESET_SCALES
 from manet_edge.commands import choices_enum
 from manet_edge.preprocess import CLS_NORMALISATIONS
 
 
-class SegPreset(str, Enum):
-    cpu = "cpu"
-    paper = "paper"
+SegPreset = choices_enum("SegPreset", PRESET_SCALES)
 
 
 Optimizer = choices_enum("Optimizer", OPTIMIZERS)

@@ -68,3 +68,20 @@ def test_optimizer_choices_build_an_optimizer():
         cfg = TrainConfig(epochs=1, batch_size=1, lr=0.1, weight_decay=0.0, optimizer=name, scheduler="constant",
                           loss="ce", image_size=32)
         assert isinstance(make_optimizer(net, cfg), torch.optim.Optimizer)
+
+
+def test_preset_choices_name_seg_and_cls_presets():
+    pytest.importorskip("torch")
+    from manet_edge.train.loop import PRESETS
+
+    for scale in values(train.SegPreset):
+        assert f"seg-{scale}" in PRESETS and f"cls-{scale}" in PRESETS
+
+
+def test_flops_conventions_are_the_counters():
+    pytest.importorskip("torch")
+    from manet_edge.benchmarks.flops import COUNTERS, Convention
+    from manet_edge.commands import flops
+
+    assert values(flops.Convention) == tuple(c.value for c in Convention) == choices.FLOP_CONVENTIONS
+    assert set(COUNTERS) == set(Convention)
