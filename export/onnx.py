@@ -76,6 +76,10 @@ class ExportOptions:
     ma_op: str = "fused"  # fused | inline (ignored without MA)
     ma_body: str = "auto"  # auto | expand | broadcast: how MA sites broadcast their maps (rules.MA_BODIES)
     dynamic_batch: bool = True
+    heatmap_output: bool = True
+    """Classifiers: add the last feature map as a second output ``features`` (class-activation
+    maps and the out-of-distribution score at run time, :mod:`manet_edge.heatmap`), where the
+    head is a global average pool + linear layer."""
 
     def __post_init__(self) -> None:
         from manet_edge.rewrite import MA_BODIES, MA_OPS
@@ -297,6 +301,13 @@ def build_onnx(src: Source, options: ExportOptions = ExportOptions()) -> tuple[o
                               "see docs/mask_attention.md for the patterns the rules expect")
     del model.graph.value_info[:]
     extra = {"ma_body": options.ma_body, "rules": rules} if src.mask_attention else {}
+    if src.kind == "cls" and options.heatmap_output:
+        from manet_edge.heatmap import CARD_KEY as HEATMAP_KEY, NoHeadError, add_feature_output
+
+        try:
+            extra[HEATMAP_KEY] = add_feature_output(model).to_card()
+        except NoHeadError as exc:  # not a GAP + linear head: no CAM, the logits alone
+            extra[HEATMAP_KEY] = {"output": None, "reason": str(exc)}
     card = make_card(src, precision="fp32", ma_op=ma_op, opset=opset_of(model), extra=extra)
     set_card(model, card)
     check_onnx(model, src.model_name)

@@ -58,6 +58,10 @@ class ExportPlan:
     fmt: str = "onnx"
     verify: bool = False
     overwrite: bool = False
+    heatmap_output: bool = True  # classifier: the last feature map as a second output 'features'
+    ood_data: Optional[Path] = None  # data root: fit the out-of-distribution score into the classifier's card
+    ood_splits: Optional[Path] = None
+    ood_seg: Optional[Path] = None  # segmenter ONNX for ood_data (default: the one exported now)
     # --format triton
     models: Optional[Path] = None
     max_batch: int = 4
@@ -99,6 +103,15 @@ class ExportPlan:
             if not (self.wants_seg or self.calib_seg):
                 raise BadInputError("--precision int8 needs a segmenter to segment the calibration X-rays: "
                                     "export one (--seg-checkpoint) or pass --calib-seg SEGMENTER.onnx")
+        if self.ood_data is not None:
+            if not self.wants_cls:
+                raise BadInputError("--ood-data fits the classifier's out-of-distribution score: give --cls-checkpoint")
+            if self.ood_splits is None:
+                raise BadInputError("--ood-data needs --ood-splits (the split file whose 'train'/'val' lists are used)")
+            if not self.heatmap_output:
+                raise BadInputError("--ood-data needs the classifier's 'features' output: drop --no-heatmap-output")
+            if not (self.wants_seg or self.ood_seg):
+                raise BadInputError("--ood-data needs a segmenter: export one (--seg-checkpoint) or pass --ood-seg")
 
     def planned(self) -> list[Path]:
         """The ONNX files this plan writes into ``out`` (checked before any is written)."""
@@ -129,7 +142,8 @@ def _run_onnx(plan: ExportPlan, echo: Echo) -> list[Path]:
 
     from manet_edge.export.onnx import ExportOptions, export_onnx, source_from_checkpoint, source_from_name
 
-    options = ExportOptions(opset=plan.opset, ma_op=plan.ma_op, ma_body=plan.ma_body, dynamic_batch=True)
+    options = ExportOptions(opset=plan.opset, ma_op=plan.ma_op, ma_body=plan.ma_body, dynamic_batch=True,
+                            heatmap_output=plan.heatmap_output)
     written: list[Path] = []
     sources: dict[str, object] = {}
     seg_path: Path | None = None
@@ -151,6 +165,13 @@ def _run_onnx(plan: ExportPlan, echo: Echo) -> list[Path]:
             seg_path = result.path
         if plan.precision == "fp16":
             written.append(_write_fp16(result.path, echo))
+    if plan.ood_data is not None:  # before the int8 copy, so it carries the fitted gate too
+        from manet_edge.ood import fit_into_card
+
+        echo(f"fitting the out-of-distribution score on {plan.ood_data} ({plan.ood_splits}) ...")
+        report = fit_into_card(plan.out / f"{CLS_NAME}.onnx", plan.ood_seg or seg_path, plan.ood_data,
+                               plan.ood_splits, echo=echo)
+        echo(f"  {report}")
     if plan.precision == "int8":
         written.append(_write_int8(plan.out / f"{CLS_NAME}.onnx", plan.calib_seg or seg_path, plan.calib_dir,
                                    plan.calib_limit, warn_random=bool(plan.seg_model and not plan.calib_seg),
@@ -179,7 +200,8 @@ def _run_triton(plan: ExportPlan, echo: Echo) -> list[Path]:
             # the ONNX files only, fp32, into the temporary folder; the repository is the output
             _run_onnx(dataclasses.replace(plan, out=Path(tmp), precision="fp32", calib_dir=None, calib_seg=None,
                                           calib_limit=64, calib_method="minmax", fmt="onnx", verify=False,
-                                          overwrite=True), echo)
+                                          overwrite=True, heatmap_output=True, ood_data=None, ood_splits=None,
+                                          ood_seg=None), echo)
             models = Path(tmp)
         engines = {}
         if models is not None:

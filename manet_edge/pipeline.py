@@ -71,6 +71,11 @@ class PipelineConfig:
     """Keep a down-scaled 8-bit copy of each image (for overlays)."""
     keep_prob: bool = False
     """Keep the S x S probability map until the outputs are written (for saved masks/overlays)."""
+    heatmaps: bool = False
+    """Compute class-activation maps (needs the classifier's ``features`` output; docs/trust.md)."""
+    checks: bool = True
+    """Apply the input-domain gate (:mod:`manet_edge.gate`): DICOM tags, polarity, orientation and
+    the card's out-of-distribution score, when it has one."""
     streams: int = 1
     """Model streams. 1: the models run in the calling thread and the worker pool overlaps the CPU
     stages with them. N > 1: N threads each take the next ``batch`` images through every stage
@@ -114,6 +119,8 @@ class ImageResult:
     probabilities: tuple[float, ...] | None = None
     lung_fraction: float | None = None
     flags: tuple[str, ...] = ()
+    ood_score: float | None = None
+    heat_in_lung: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -137,13 +144,18 @@ class WorkItem:
     lung_fraction: float | None = None
     flags: list[str] = field(default_factory=list)
     error: str = ""
+    logits: np.ndarray | None = None
+    features: np.ndarray | None = None
+    heat: np.ndarray | None = None
+    ood_score: float | None = None
+    heat_in_lung: float | None = None
 
     def result(self) -> ImageResult:
         probs = None if self.probabilities is None else tuple(float(p) for p in self.probabilities)
         pred = "" if probs is None else CLASSES[int(np.argmax(self.probabilities))]
         return ImageResult(file=self.src.rel, status="error" if self.error else "ok", error=self.error,
                            prediction=pred, probabilities=probs, lung_fraction=self.lung_fraction,
-                           flags=tuple(self.flags))
+                           flags=tuple(self.flags), ood_score=self.ood_score, heat_in_lung=self.heat_in_lung)
 
 
 class StageTimes:
@@ -243,6 +255,7 @@ class Pipeline:
         self.times = StageTimes()
         self.wall_s = 0.0
         self._post: PostprocessConfig | None = None
+        self.gate = None
 
     def __enter__(self) -> "Pipeline":
         self.activate()
@@ -266,6 +279,13 @@ class Pipeline:
             self.deactivate()
             raise
         self._post = postprocess_config(self.seg.card)
+        from manet_edge.gate import Gate
+
+        try:
+            self.gate = Gate(self.cls, heatmaps=self.config.heatmaps, checks_on=self.config.checks)
+        except BaseException:
+            self.deactivate()
+            raise
 
     def deactivate(self) -> None:
         self.seg.deactivate()
@@ -289,6 +309,7 @@ class Pipeline:
                 what = f"every pixel is {hi:g}" if hi == lo else f"no contrast: every pixel is within {lo:g} to {hi:g}"
                 raise BadInputError(f"image is blank ({what})", item.src.path)
             item.orig_shape = (int(image.shape[0]), int(image.shape[1]))
+            item.flags.extend(self.gate.input_flags(item.src.path))
             item.seg_in = stages.seg_feed(image, self.seg.card)
             item.cls_image = stages.cls_image(image, self.cls.card)
             if self.config.keep_display:
@@ -306,7 +327,9 @@ class Pipeline:
             if not self.config.keep_prob:
                 item.prob = None
             item.lung_fraction = lung.lung_fraction
-            item.flags = list(lung.flags)
+            item.flags = [*item.flags, *lung.flags]
+            if not lung.empty:
+                item.flags.extend(self.gate.mask_flags(item.cls_image, lung.mask))
             if lung.empty:
                 item.error = stages.EMPTY_MASK_ERROR
             else:
@@ -319,13 +342,18 @@ class Pipeline:
 
     def _finalize(self, item: WorkItem, artifacts: Artifacts | None) -> WorkItem:
         t0 = time.perf_counter()
+        if self.gate is not None and item.logits is not None and not item.error:
+            try:
+                self.gate.finish(item)
+            except Exception as exc:  # see _decode
+                item.error = f"input-domain gate failed: {_message(exc)}"
         item.cls_feed = None
         if artifacts is not None and item.mask is not None:
             try:
                 artifacts(item, self.postprocess)
             except Exception as exc:  # a failed mask/overlay write fails that row, not the run
                 item.error = (item.error + "; " if item.error else "") + f"cannot write outputs: {_message(exc)}"
-        item.prob = item.mask = item.display = None
+        item.prob = item.mask = item.display = item.heat = item.logits = item.features = None
         self.times.add("finalize", time.perf_counter() - t0)
         return item
 
@@ -351,14 +379,19 @@ class Pipeline:
         t0 = time.perf_counter()
         feed = stages.cls_batch([it.cls_feed for it in batch], self.cls.input_shapes)
         try:
-            logits = self.cls.infer(feed)["logits"]
+            outs = self.cls.infer(feed)
+            logits = outs["logits"]
         except Exception as exc:  # a failed batch fails its rows
             for it in batch:
                 it.error = f"classifier inference failed: {_message(exc)}"
         else:
-            for it, p in zip(batch, stages.probabilities(logits, self.cls.card)):
+            feats = outs.get("features") if self.gate is not None and self.gate.keep_features else None
+            for i, (it, p) in enumerate(zip(batch, stages.probabilities(logits, self.cls.card))):
                 if np.isfinite(p).all():
                     it.probabilities = p
+                    it.logits = np.asarray(logits[i], np.float32)
+                    if feats is not None:
+                        it.features = np.asarray(feats[i], np.float32)
                 else:
                     it.error = "classifier returned NaN or infinite logits"
         self.times.add("cls_infer", time.perf_counter() - t0, len(batch))

@@ -33,11 +33,12 @@ from manet_edge.postprocess import upsample_mask
 from manet_edge.runtime.backends import library_distributions
 
 CSV_COLUMNS: tuple[str, ...] = ("file", "status", "error", "prediction", *(f"p_{c}" for c in CLASSES),
-                                "lung_fraction", "flags")
+                                "lung_fraction", "flags", "ood_score", "heat_in_lung")
 PREDICTIONS_CSV = "predictions.csv"
 PREDICTIONS_JSON = "predictions.json"
 MASKS_DIR = "masks"
 OVERLAYS_DIR = "overlays"
+HEATMAPS_DIR = "heatmaps"
 FLAG_SEPARATOR = ";"
 
 _COLOURS = {"ok": (0, 230, 0), "flagged": (255, 165, 0), "error": (255, 40, 40)}
@@ -63,6 +64,8 @@ def row_dict(r: ImageResult) -> dict[str, Any]:
     row.update({f"p_{c}": p for c, p in zip(CLASSES, probs)})
     row["lung_fraction"] = r.lung_fraction
     row["flags"] = list(r.flags)
+    row["ood_score"] = r.ood_score
+    row["heat_in_lung"] = r.heat_in_lung
     return row
 
 
@@ -86,8 +89,10 @@ def csv_text(results: Iterable[ImageResult]) -> str:
                 cells.append(FLAG_SEPARATOR.join(v))
             elif col.startswith("p_"):
                 cells.append(f"{v:.6f}")
-            elif col == "lung_fraction":
+            elif col in ("lung_fraction", "heat_in_lung"):
                 cells.append(f"{v:.4f}")
+            elif col == "ood_score":
+                cells.append(f"{v:.6g}")
             else:
                 text = " ".join(str(v).split()) if col == "error" else str(v)
                 cells.append("'" + text if text.startswith(FORMULA_PREFIXES) else text)
@@ -225,11 +230,12 @@ def overlay_lines(item: WorkItem) -> tuple[list[str], str]:
 class ArtifactWriter:
     """Writes the requested mask/overlay PNGs of one work item (called from pipeline workers)."""
 
-    def __init__(self, out: Path, names: dict[str, str], *, masks: bool, overlays: bool):
+    def __init__(self, out: Path, names: dict[str, str], *, masks: bool, overlays: bool, heatmaps: bool = False):
         self.out = Path(out)
         self.names = names
         self.masks = masks
         self.overlays = overlays
+        self.heatmaps = heatmaps
 
     def planned_paths(self) -> list[Path]:
         """Every file this writer may create (for the no-overwrite check)."""
@@ -239,6 +245,9 @@ class ArtifactWriter:
                 paths.append(self.out / MASKS_DIR / name)
             if self.overlays:
                 paths.append(self.out / OVERLAYS_DIR / name)
+            if self.heatmaps:
+                paths.append(self.out / HEATMAPS_DIR / name)
+                paths.append(self.out / HEATMAPS_DIR / heat_array_name(name))
         return paths
 
     def __call__(self, item: WorkItem, post: PostprocessConfig) -> None:
@@ -250,3 +259,28 @@ class ArtifactWriter:
             disp_mask = upsample_mask(item.mask, item.prob, item.display.shape, post.threshold)
             lines, state = overlay_lines(item)
             atomic_write_bytes(self.out / OVERLAYS_DIR / name, _png_bytes(overlay_image(item.display, disp_mask, lines, state)))
+        if self.heatmaps and item.heat is not None:
+            write_heatmap(self.out / HEATMAPS_DIR / name, item, post)
+
+
+def heat_array_name(png_name: str) -> str:
+    """``heatmaps/<name>.npy`` beside ``heatmaps/<name>.png``: the [0, 1] map at the classifier size."""
+    return png_name[:-4] + ".npy" if png_name.endswith(".png") else png_name + ".npy"
+
+
+def write_heatmap(png_path: Path, item: WorkItem, post: PostprocessConfig) -> None:
+    """The class-activation overlay (PNG, the image at most 1024 px a side, lung outline in white)
+    and the heat map itself (.npy, float32 in [0, 1] at the classifier's input size)."""
+    from manet_edge.heatmap import heatmap_overlay
+    from manet_edge.preprocess import resize
+
+    heat = np.asarray(item.heat, np.float32)
+    buf = io.BytesIO()
+    np.save(buf, heat)
+    atomic_write_bytes(png_path.with_name(heat_array_name(png_path.name)), buf.getvalue())
+    if item.display is not None:
+        shape = item.display.shape
+        disp_mask = upsample_mask(item.mask, item.prob, shape, post.threshold) if item.prob is not None else \
+            resize(item.mask.astype(np.float32), shape, nearest=True) > 0.5
+        big = np.clip(resize(heat, shape), 0, 1)
+        atomic_write_bytes(png_path, _png_bytes(heatmap_overlay(item.display, big, disp_mask)))

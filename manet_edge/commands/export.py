@@ -79,6 +79,16 @@ def register(app: typer.Typer) -> None:
         verify: bool = typer.Option(False, "--verify",
                                     help="Check torch vs ONNX Runtime (and fused vs inlined MA) and print a table."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
+        heatmap_output: bool = typer.Option(True, "--heatmap-output/--no-heatmap-output",
+                                            help="Classifier: add the last feature map as a second output "
+                                                 "'features' (infer --save-heatmaps, the out-of-distribution score)."),
+        ood_data: Optional[Path] = typer.Option(None, "--ood-data", exists=True, file_okay=False,
+                                                help="Data root (DATA.md layout): fit the out-of-distribution score "
+                                                     "on its training split and store it in the classifier's card."),
+        ood_splits: Optional[Path] = typer.Option(None, "--ood-splits", exists=True, dir_okay=False,
+                                                  help="Split file for --ood-data (e.g. splits/cls.json)."),
+        ood_seg: Optional[Path] = typer.Option(None, "--ood-seg", exists=True, dir_okay=False,
+                                               help="Segmenter ONNX for --ood-data (default: the one exported now)."),
     ) -> None:
         """Export trained models to ONNX (opset >= 17, dynamic batch) with their model cards."""
         from manet_edge.export.plan import ExportPlan, run_export
@@ -89,7 +99,8 @@ def register(app: typer.Typer) -> None:
             out=out, size=size, batch=batch, ma_op=ma_op.value, ma_body=ma_body.value, precision=precision.value,
             calib_dir=calib_dir, calib_seg=calib_seg, calib_limit=calib_limit, calib_method=calib_method.value,
             opset=opset, fmt=fmt.value, verify=verify, overwrite=overwrite, models=models, max_batch=max_batch,
-            queue_delay_us=queue_delay_us, instances=instances, gpu=gpu)
+            queue_delay_us=queue_delay_us, instances=instances, gpu=gpu, heatmap_output=heatmap_output,
+            ood_data=ood_data, ood_splits=ood_splits, ood_seg=ood_seg)
         run_export(plan, echo=typer.echo)
 
     guard_app(app)  # errors: the one error-to-exit map (errors.report), whatever app registers this

@@ -70,6 +70,12 @@ def infer(
     save_masks: bool = typer.Option(False, "--save-masks", help="Write masks/<file>.png (0/255, input resolution)."),
     save_overlays: bool = typer.Option(False, "--save-overlays",
                                        help="Write overlays/<file>.png (lung outline + predicted class)."),
+    save_heatmaps: bool = typer.Option(False, "--save-heatmaps",
+                                       help="Write heatmaps/<file>.png and .npy: the class-activation map of the "
+                                            "predicted class (classifiers exported with a 'features' output)."),
+    no_gate: bool = typer.Option(False, "--no-gate",
+                                 help="Skip the input-domain gate (DICOM tags, polarity, orientation, "
+                                      "out-of-distribution score; docs/trust.md)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1,
                                           help="Threads per model call (default: cores / streams; with one stream, "
@@ -98,7 +104,7 @@ def infer(
             code = run_infer(folder=folder, out=out, backend=Backend(backend).value, precision=precision, models=models,
                              batch=batch, save_masks=save_masks, save_overlays=save_overlays, overwrite=overwrite,
                              threads=threads, workers=workers, streams=streams, progress=not no_progress,
-                             stop=guard.event, dicom_out=dicom_out)
+                             stop=guard.event, save_heatmaps=save_heatmaps, gate=not no_gate, dicom_out=dicom_out)
     except Exception as exc:  # ManetEdgeError: 2 (one line); a bug: 3 (traceback); see errors.exit_code
         raise typer.Exit(report_error(exc)) from None
     raise typer.Exit(code)
@@ -207,7 +213,8 @@ def _runner_kwargs(backend: str, threads: int | None, streams: int = 1) -> dict[
 def run_infer(*, folder: Path, out: Path, backend: str = "onnxruntime", precision: str | None = None,
               models: Path | None = None, batch: int = 1, save_masks: bool = False, save_overlays: bool = False,
               overwrite: bool = False, threads: int | None = None, workers: int = 0, streams: int = 0,
-              progress: bool = True, stop=None, dicom_out: Path | None = None) -> int:
+              progress: bool = True, stop=None, save_heatmaps: bool = False, gate: bool = True,
+              dicom_out: Path | None = None) -> int:
     """The ``infer`` command without typer; returns the exit code (0, 1, 130, 143).
 
     Raises :class:`ManetEdgeError` for code 2. ``stop`` (a :class:`manet_edge.signals.StopEvent`)
@@ -232,21 +239,22 @@ def run_infer(*, folder: Path, out: Path, backend: str = "onnxruntime", precisio
         raise ManetEdgeError(f"--out {out} is the input folder {folder}: the results would be read as inputs by the "
                              "next run; choose another --out (a sub-folder is fine: it is skipped when walking)")
     streams, threads = plan_streams(backend, streams, threads)
-    config = PipelineConfig(batch=batch, workers=workers, keep_display=save_overlays,
-                            keep_prob=save_masks or save_overlays, streams=streams)
+    config = PipelineConfig(batch=batch, workers=workers, keep_display=save_overlays or save_heatmaps,
+                            keep_prob=save_masks or save_overlays or save_heatmaps, streams=streams,
+                            heatmaps=save_heatmaps, checks=gate)
     files = walk_folder(folder, exclude=[out])
     if not files:
         raise ManetEdgeError(f"no files found in {folder} (searched recursively; hidden files are skipped)")
     writer = None
-    if save_masks or save_overlays:
+    if save_masks or save_overlays or save_heatmaps:
         names = artifact_names([f.rel for f in files if not f.error])
-        writer = ArtifactWriter(out, names, masks=save_masks, overlays=save_overlays)
+        writer = ArtifactWriter(out, names, masks=save_masks, overlays=save_overlays, heatmaps=save_heatmaps)
     if dicom_out is not None:  # SR + SEG per DICOM input (manet_edge.dicom_out)
         from manet_edge.dicom_out import dicom_writer
 
         writer = dicom_writer(Path(dicom_out), files, writer)
-        config = PipelineConfig(batch=batch, workers=workers, keep_display=save_overlays, keep_prob=True,
-                                streams=streams)
+        config = PipelineConfig(batch=batch, workers=workers, keep_display=save_overlays or save_heatmaps,
+                                keep_prob=True, streams=streams, heatmaps=save_heatmaps, checks=gate)
     planned = [out / PREDICTIONS_CSV, out / PREDICTIONS_JSON, *(writer.planned_paths() if writer else [])]
     _check_overwrite(out, planned, overwrite)
     _check_stop(stop)
@@ -288,8 +296,14 @@ def _run_locked(pipeline, files, writer, folder, out, backend, config, threads, 
             counts["ok"] += 1
             if r.flags:  # only classified rows are "flagged"; an empty mask is an error row
                 counts["flagged"] += 1
-                bar.write(f"warning: {name}: implausible lung mask ({', '.join(r.flags)}, lung fraction "
-                          f"{r.lung_fraction:.3f}); check this prediction", file=sys.stderr)
+                lung = [f for f in r.flags if f.startswith("lung_fraction")]
+                other = [f for f in r.flags if f not in lung]
+                if lung:
+                    bar.write(f"warning: {name}: implausible lung mask ({', '.join(lung)}, lung fraction "
+                              f"{r.lung_fraction:.3f}); check this prediction", file=sys.stderr)
+                if other:
+                    bar.write(f"warning: {name}: input unlike the training films ({', '.join(other)}); "
+                              "check this prediction (docs/trust.md)", file=sys.stderr)
         else:
             counts["failed"] += 1
             bar.write(f"error: {name}: {printable_name(r.error)}", file=sys.stderr)

@@ -33,7 +33,7 @@ def _dims(vi):
 def test_classifier_signature_card_and_checker(r18ma):
     src, model, result = r18ma
     assert [vi.name for vi in model.graph.input] == ["image", "mask"]
-    assert [vi.name for vi in model.graph.output] == ["logits"]
+    assert [vi.name for vi in model.graph.output] == ["logits", "features"]  # --heatmap-output (default)
     assert _dims(model.graph.input[0]) == ["N", 1, 64, 64] and _dims(model.graph.input[1]) == ["N", 1, 64, 64]
     assert _dims(model.graph.output[0])[0] == "N"
     assert any(i.domain == "" and i.version >= 17 for i in model.opset_import)
@@ -169,3 +169,52 @@ def test_bad_options_are_named_errors():
         ExportOptions(ma_op="plugin")
     with pytest.raises(BadInputError, match="segmenter"):
         source_from_name("seg", "not-an-encoder", size=32)
+
+
+def _lung_batch(n: int = 2, size: int = 64, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    mask = np.zeros((n, 1, size, size), np.float32)
+    for i in range(n):
+        for cx in (0.3 + 0.03 * i, 0.7):
+            mask[i, 0] += ((xx - cx) / 0.14) ** 2 + ((yy - 0.5) / 0.3) ** 2 <= 1
+    image = rng.uniform(-1, 1, (n, 1, size, size)).astype(np.float32) * np.maximum(mask, 0.2)
+    return image.astype(np.float32), np.clip(mask, 0, 1)
+
+
+def test_features_output_matches_torch_and_cam_matches_gradcam(r18ma):
+    """The exported 'features' output is torch's last feature map; the runtime's CAM of it is the
+    torch Grad-CAM of `manet-edge gradcam` at the last block (GAP + linear head: the same map)."""
+    pytest.importorskip("pytorch_grad_cam")
+    from manet_edge.heatmap import class_activation_map, head_weights, heat_inside, heat_map
+    from manet_edge.export.verify import ort_session
+    from manet_edge.train.gradcam import gradcam, inside_fraction
+
+    src, model, result = r18ma
+    assert result.card.extra["heatmap"]["output"] == "features"
+    image, mask = _lung_batch()
+    logits, feats = ort_session(model).run(["logits", "features"], {"image": image, "mask": mask})
+    with torch.no_grad():
+        want = src.model.forward_features(torch.from_numpy(image), torch.from_numpy(mask)).numpy()
+    np.testing.assert_allclose(feats, want, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "c.onnx"
+        onnx.save(model, str(path))
+        w, b = head_weights(path, result.card.extra)
+    for n in range(len(image)):
+        k = int(np.argmax(logits[n]))
+        heat = heat_map(class_activation_map(feats[n], w, k), 64)
+        gc, gk = gradcam(src.model, torch.from_numpy(image[n:n + 1]), torch.from_numpy(mask[n:n + 1]))
+        assert gk == k
+        # Grad-CAM's channel weights are W[k] / hw: the same map up to scale (both up-sampled bilinearly)
+        assert np.corrcoef(heat.ravel(), gc.ravel())[0, 1] > 0.97
+        assert heat_inside(heat, mask[n, 0]) == pytest.approx(inside_fraction(gc, mask[n, 0]), abs=0.05)
+
+
+def test_no_heatmap_output_when_asked(r18ma):
+    src, _, _ = r18ma
+    model, result = build_onnx(src, ExportOptions(heatmap_output=False))
+    assert [vi.name for vi in model.graph.output] == ["logits"] and "heatmap" not in result.card.extra

@@ -32,7 +32,7 @@ ROWS = [
 
 def test_csv_has_exactly_the_contract_columns():
     assert CSV_COLUMNS == ("file", "status", "error", "prediction", "p_normal", "p_covid", "p_tb", "p_bacterial",
-                           "p_viral", "lung_fraction", "flags")
+                           "p_viral", "lung_fraction", "flags", "ood_score", "heat_in_lung")
     rows = list(csv.DictReader(io.StringIO(csv_text(ROWS))))
     assert tuple(rows[0]) == CSV_COLUMNS
     assert rows[0]["p_covid"] == "0.600000" and rows[0]["lung_fraction"] == "0.2500" and rows[0]["flags"] == ""

@@ -82,7 +82,16 @@ def test_configs_parse_with_tritons_schema(repository):
     assert [(t.name, t.data_type, list(t.dims)) for t in seg.input] == [("image", mc.TYPE_FP32, [1, s, s])]
     assert [(t.name, list(t.dims)) for t in seg.output] == [("logits", [1, s, s])]
     assert [(t.name, list(t.dims)) for t in cls.input] == [("image", [1, c, c]), ("mask", [1, c, c])]
-    assert [(t.name, list(t.dims)) for t in cls.output] == [("logits", [5])]
+    outputs = [(t.name, list(t.dims)) for t in cls.output]
+    assert outputs[0] == ("logits", [5])
+    # a classifier exported with its heat-map output also exposes the last feature map (C, h, w)
+    import onnx
+
+    graph_outputs = [o.name for o in onnx.load(str(repository / "classifier" / "1" / "model.onnx"),
+                                               load_external_data=False).graph.output]
+    assert [name for name, _ in outputs] == graph_outputs
+    for name, dims in outputs[1:]:
+        assert name == "features" and len(dims) == 3 and dims[0] > 0, outputs
     bls = configs["manet_edge"]
     assert bls.input[0].name == "IMAGE" and bls.input[0].allow_ragged_batch
     assert [t.name for t in bls.output] == ["ROW", "PROBABILITIES", "MASK"]
