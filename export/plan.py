@@ -166,7 +166,7 @@ def _run_onnx(plan: ExportPlan, echo: Echo) -> list[Path]:
         if plan.precision == "fp16":
             written.append(_write_fp16(result.path, echo))
     if plan.ood_data is not None:  # before the int8 copy, so it carries the fitted gate too
-        from manet_edge.ood import fit_into_card
+        from manet_edge.ood_fit import fit_into_card
 
         echo(f"fitting the out-of-distribution score on {plan.ood_data} ({plan.ood_splits}) ...")
         report = fit_into_card(plan.out / f"{CLS_NAME}.onnx", plan.ood_seg or seg_path, plan.ood_data,

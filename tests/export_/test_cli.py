@@ -113,3 +113,24 @@ def test_ma_body_option_reaches_the_graph_and_the_card(app, tmp_path, body, op_t
     assert op_types is None or [n.op_type for n in function.node] == op_types
     card = json.loads(next(p.value for p in model.metadata_props if p.key == "manet_edge.card"))
     assert card["extra"]["ma_body"] == body
+
+
+def test_ood_options_are_checked_and_reach_the_fit(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    from manet_edge import ood_fit
+    from manet_edge.errors import BadInputError
+    from manet_edge.export.plan import ExportPlan, run_export
+
+    with pytest.raises(BadInputError, match="--ood-splits"):
+        ExportPlan(cls_model="resnet18", seg_model="default", ood_data=tmp_path).check()
+    with pytest.raises(BadInputError, match="--no-heatmap-output"):
+        ExportPlan(cls_model="resnet18", seg_model="default", ood_data=tmp_path, ood_splits=tmp_path / "s.json",
+                   heatmap_output=False).check()
+    calls = []
+    monkeypatch.setattr(ood_fit, "fit_into_card", lambda *a, **k: calls.append(a) or "fitted")
+    lines = []
+    out = tmp_path / "out"
+    run_export(ExportPlan(cls_model="resnet18", seg_model="default", size=32, out=out, ood_data=tmp_path,
+                          ood_splits=tmp_path / "s.json"), echo=lambda m="", **k: lines.append(m))
+    assert calls == [(out / "classifier.onnx", out / "segmenter.onnx", tmp_path, tmp_path / "s.json")]
+    assert "  fitted" in lines
