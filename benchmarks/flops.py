@@ -40,14 +40,14 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from manet_edge.choices import FLOP_CONVENTIONS
 from manet_edge.models import create_model
 from manet_edge.models.cbam import ChannelGate, SpatialGate
 from manet_edge.models.mask_attention import MaskMul, MaskPool
 
 
-class Convention(str, Enum):
-    THOP = "thop"
-    TRUE = "true"
+Convention = Enum("Convention", {name.upper(): name for name in FLOP_CONVENTIONS}, type=str)
+"""``THOP`` (the paper's Table 3) or ``TRUE`` (real arithmetic); the names are :data:`manet_edge.choices.FLOP_CONVENTIONS`."""
 
 
 PAPER_TABLE3: dict[str, tuple[float, float]] = {

@@ -320,8 +320,10 @@ def resolve_ma_op(ma_op: str, backend: str) -> str:
     """The MA op form to export for ``backend``: ``auto`` is ``fused`` everywhere (the OpenVINO runner
     registers a conversion extension for the model-local MA functions, and the fused form is the
     faster one there)."""
-    if ma_op not in ("auto", "fused", "inline"):
-        raise BadInputError(f"ma_op must be auto, fused or inline, got {ma_op!r}")
+    from manet_edge.choices import MA_OP_CHOICES
+
+    if ma_op not in MA_OP_CHOICES:
+        raise BadInputError(f"ma_op must be one of {', '.join(MA_OP_CHOICES)}, got {ma_op!r}")
     if ma_op != "auto":
         return ma_op
     return "fused"

@@ -1,5 +1,7 @@
 """Export (installed as ``manet_edge.export``): torch checkpoints -> ONNX, graph rules, reduced precision.
 
+* :mod:`manet_edge.export.plan` - one export as one frozen :class:`ExportPlan` and one :func:`run_export` call
+  (what ``manet-edge export`` does; light to import).
 * :mod:`manet_edge.export.onnx` - torch -> ONNX with the model card, MA folded (may import torch).
 * :mod:`manet_edge.rewrite` - one graph rewrite per file; the MA op's local function.
 * :mod:`manet_edge.export.quantize` - fp16 cast pass and int8 QDQ calibrated on real X-rays.

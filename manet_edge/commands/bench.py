@@ -11,13 +11,13 @@ nothing to run. Only typer and the standard library are imported here; the bench
 from __future__ import annotations
 
 import shlex
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from manet_edge.commands import guard
+from manet_edge.choices import MA_OP_CHOICES, ORT_DEVICES
+from manet_edge.commands import choices_enum, guard
 
 from manet_edge.runtime.backends import bench_order
 
@@ -29,18 +29,9 @@ DEFAULT_BACKENDS = ",".join(bench_order())
 left out means every row registered when the command runs."""
 
 
-class MaOp(str, Enum):
-    """How the MA site is written in the exported ONNX (``manet-edge export --ma-op``)."""
-
-    auto = "auto"
-    fused = "fused"
-    inline = "inline"
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
+MaOp = choices_enum("MaOp", MA_OP_CHOICES)
+"""How the MA site is written in the exported ONNX (``manet-edge export --ma-op``, plus ``auto``)."""
+Device = choices_enum("Device", ORT_DEVICES)
 
 
 def _split(text: str, what: str) -> list[str]:

@@ -7,17 +7,15 @@ second. Needs the 'train' extra (torch); ``--help`` works without it.
 from __future__ import annotations
 
 import json
-from enum import Enum
 from typing import List, Optional
 
 import typer
 
+from manet_edge.choices import FLOP_CONVENTIONS
+from manet_edge.commands import choices_enum
 
-class Convention(str, Enum):
-    """How operations are counted: ``thop`` = the paper's Table 3, ``true`` = real arithmetic."""
-
-    thop = "thop"
-    true = "true"
+Convention = choices_enum("Convention", FLOP_CONVENTIONS)
+"""How operations are counted: ``thop`` = the paper's Table 3, ``true`` = real arithmetic."""
 
 
 def register(app: typer.Typer) -> None:

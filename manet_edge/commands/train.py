@@ -5,47 +5,30 @@ Runs as one process, or under ``torchrun --nproc-per-node N -m cli train ...`` w
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from manet_edge.choices import AMP_MODES, AUGMENTS, BALANCES, OPTIMIZERS, PRESET_SCALES
+from manet_edge.commands import choices_enum
 from manet_edge.preprocess import CLS_NORMALISATIONS
 
-AUGMENT_RECIPES = ("paper", "robust")  # manet_edge.train.augment.AUGMENTS (that module needs torch)
+
+SegPreset = choices_enum("SegPreset", PRESET_SCALES)
 
 
-class SegPreset(str, Enum):
-    cpu = "cpu"
-    paper = "paper"
-
-
-class Optimizer(str, Enum):
-    sgd = "sgd"
-    adam = "adam"
-    adamw = "adamw"
-
-
-class Amp(str, Enum):
-    auto = "auto"
-    bf16 = "bf16"
-    off = "off"
+Optimizer = choices_enum("Optimizer", OPTIMIZERS)
+Amp = choices_enum("Amp", AMP_MODES)
 
 
 AMP_HELP = ("Mixed precision: bf16 autocast + channels_last (bf16), fp32 (off), or auto: bf16 only where the CPU "
             "has AMX or AVX-512 BF16 (or on CUDA).")
 
 
-Norm = Enum("Norm", {n: n for n in CLS_NORMALISATIONS}, type=str)
-Augment = Enum("Augment", {n: n for n in AUGMENT_RECIPES}, type=str)
-
-
-class Balance(str, Enum):
-    none = "none"
-    sampler = "sampler"
-    loss = "loss"
-    sqrt = "sqrt"
+Norm = choices_enum("Norm", CLS_NORMALISATIONS)
+Augment = choices_enum("Augment", AUGMENTS)
+Balance = choices_enum("Balance", BALANCES)
 
 
 LOG_REFRESH_S = "60"

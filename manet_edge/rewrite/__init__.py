@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import onnx
 
+from manet_edge.choices import MA_OPS
 from manet_edge.errors import ManetEdgeError
 from manet_edge.rewrite import (
     cse_mask_branch,
@@ -48,8 +49,6 @@ from manet_edge.rewrite.functions import (
 )
 
 from manet_edge.rewrite.openvino_pools import pool_maps_as_channels
-
-MA_OPS = ("fused", "inline")
 
 
 def ma_rules(body: str = "auto") -> list[Rule]:

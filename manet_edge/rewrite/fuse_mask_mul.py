@@ -28,11 +28,11 @@ from typing import Iterator
 
 import numpy as np
 
+from manet_edge.choices import MA_BODIES as SITE_BODIES
 from manet_edge.errors import ManetEdgeError
 from manet_edge.rewrite.base import Match, RewriteContext, Rule, attrs, replace_node
 from manet_edge.rewrite.functions import ensure_function, make_ma_node
 
-SITE_BODIES = ("auto", "expand", "broadcast")
 BROADCAST_MIN_ELEMENTS = 1 << 18
 """``auto`` broadcasts a pointwise-read site's map only from this many feature values per image
 (C*h*w, 1 MiB of fp32): resnet50's layer1-3 bottleneck sites at 512 px, none at 224 px."""

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from manet_edge.choices import EXPORT_PRECISIONS as PRECISIONS
 from manet_edge.errors import ModelError
 from manet_edge.fileutil import atomic_write_text
 
 SCHEMA_VERSION = 1
 MANIFEST_SUFFIX = ".manifest.json"
-PRECISIONS = ("fp32", "fp16", "int8")
 MA_IMPLEMENTATIONS = ("local-function", "plugin", "plain-ops", "none")
 
 

@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from manet_edge.choices import ORT_DEVICES as DEVICES
 from manet_edge.errors import BackendUnavailableError, BadInputError, ModelError
 from manet_edge.lazy import optional_import
 from manet_edge.metadata import CARD_KEY, ModelCard
 from manet_edge.runtime.base import Runner, dims
 
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def _import_ort():

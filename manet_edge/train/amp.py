@@ -12,10 +12,9 @@ import contextlib
 
 import torch
 
+from manet_edge.choices import AMP_MODES
 from manet_edge.cpu import has_native_bf16
 from manet_edge.errors import ManetEdgeError
-
-AMP_MODES = ("auto", "bf16", "off")
 
 
 def resolve_amp(mode: str, device: str = "cpu") -> str:

@@ -19,6 +19,8 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from manet_edge.choices import AUGMENTS
+
 
 def geometric(rotate_deg: float, shift: float = 0.0625, scale: float = 0.2, p: float = 0.5) -> v2.Transform:
     return v2.Compose([
@@ -26,9 +28,6 @@ def geometric(rotate_deg: float, shift: float = 0.0625, scale: float = 0.2, p: f
         v2.RandomApply([v2.RandomAffine(degrees=0, scale=(1 - scale, 1 + scale))], p=p),
         v2.RandomApply([v2.RandomAffine(degrees=rotate_deg)], p=p),
     ])
-
-
-AUGMENTS = ("paper", "robust")
 
 
 class RandomGamma(v2.Transform):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -56,9 +57,39 @@ def test_tiny_export_with_verify_and_no_overwrite(app, tmp_path):
 
 
 def test_engine_jobs_pick_the_requested_precision(tmp_path):
+    from manet_edge.export.plan import engine_jobs
+
     written = [tmp_path / n for n in ("segmenter.onnx", "classifier.onnx", "classifier.int8.onnx")]
-    assert export_cmd._engine_jobs(written, "int8") == [(written[0], "fp32"), (written[2], "int8")]
-    assert export_cmd._engine_jobs(written[:2], "fp32") == [(written[0], "fp32"), (written[1], "fp32")]
+    assert engine_jobs(written, "int8") == [(written[0], "fp32"), (written[2], "int8")]
+    assert engine_jobs(written[:2], "fp32") == [(written[0], "fp32"), (written[1], "fp32")]
+
+
+def test_plan_lists_the_files_it_writes_and_rejects_bad_combinations(tmp_path):
+    from manet_edge.errors import BadInputError
+    from manet_edge.export.plan import ExportPlan
+
+    plan = ExportPlan(seg_model="default", cls_model="resnet18", out=tmp_path, precision="fp16")
+    assert [p.name for p in plan.planned()] == ["segmenter.onnx", "segmenter.fp16.onnx", "classifier.onnx",
+                                                "classifier.fp16.onnx"]
+    plan.check()
+    with pytest.raises(BadInputError, match="--calib-seg"):
+        ExportPlan(cls_model="resnet18", precision="int8", calib_dir=tmp_path).check()
+    with pytest.raises(BadInputError, match="not both"):
+        ExportPlan(cls_model="resnet18", cls_checkpoint=tmp_path / "x.pt").check()
+    with pytest.raises(BadInputError, match="--ma-op must be one of fused, inline"):
+        ExportPlan(cls_model="resnet18", ma_op="auto")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.precision = "int8"  # type: ignore[misc]
+
+
+def test_run_export_refuses_to_overwrite_before_exporting(tmp_path):
+    from manet_edge.errors import ManetEdgeError
+    from manet_edge.export.plan import ExportPlan, run_export
+
+    (tmp_path / "classifier.onnx").write_bytes(b"keep me")
+    with pytest.raises(ManetEdgeError, match="overwrite"):
+        run_export(ExportPlan(cls_model="resnet18", out=tmp_path), echo=lambda *a, **k: None)
+    assert (tmp_path / "classifier.onnx").read_bytes() == b"keep me"
 
 
 @pytest.mark.parametrize("body, op_types", [("broadcast", ["Mul"]), ("expand", None)])
@@ -82,3 +113,24 @@ def test_ma_body_option_reaches_the_graph_and_the_card(app, tmp_path, body, op_t
     assert op_types is None or [n.op_type for n in function.node] == op_types
     card = json.loads(next(p.value for p in model.metadata_props if p.key == "manet_edge.card"))
     assert card["extra"]["ma_body"] == body
+
+
+def test_ood_options_are_checked_and_reach_the_fit(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    from manet_edge import ood_fit
+    from manet_edge.errors import BadInputError
+    from manet_edge.export.plan import ExportPlan, run_export
+
+    with pytest.raises(BadInputError, match="--ood-splits"):
+        ExportPlan(cls_model="resnet18", seg_model="default", ood_data=tmp_path).check()
+    with pytest.raises(BadInputError, match="--no-heatmap-output"):
+        ExportPlan(cls_model="resnet18", seg_model="default", ood_data=tmp_path, ood_splits=tmp_path / "s.json",
+                   heatmap_output=False).check()
+    calls = []
+    monkeypatch.setattr(ood_fit, "fit_into_card", lambda *a, **k: calls.append(a) or "fitted")
+    lines = []
+    out = tmp_path / "out"
+    run_export(ExportPlan(cls_model="resnet18", seg_model="default", size=32, out=out, ood_data=tmp_path,
+                          ood_splits=tmp_path / "s.json"), echo=lambda m="", **k: lines.append(m))
+    assert calls == [(out / "classifier.onnx", out / "segmenter.onnx", tmp_path, tmp_path / "s.json")]
+    assert "  fitted" in lines
