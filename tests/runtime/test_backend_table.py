@@ -12,6 +12,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+# Imported before any test registers a row: the commands build their --backend choices from the
+# table at import, and a test that restores them must restore the table's own, not the numpy row's.
+from manet_edge.commands import compare as compare_cmd
+from manet_edge.commands import infer as infer_cmd
 from manet_edge.metadata import read_onnx_card
 from manet_edge.runtime import backends
 from manet_edge.runtime.base import Runner
@@ -54,9 +58,6 @@ def numpy_backend(monkeypatch):
 
 
 def test_a_new_row_is_a_cli_choice(numpy_backend, monkeypatch):
-    from manet_edge.commands import compare as compare_cmd
-    from manet_edge.commands import infer as infer_cmd
-
     for mod in (infer_cmd, compare_cmd):  # register() rebuilds the choices; restored after the test
         monkeypatch.setattr(mod, "Backend", mod.Backend)
 
