@@ -16,7 +16,10 @@ FLAGS="--normalisation lung_equalize --augment robust --optimizer adam --lr 1e-3
 train() {  # MODEL SEED
   local tag; tag=$(echo "$1" | sed 's/resnet18/r18/; s/-//')
   local run=runs/cls_v2/${tag}_robust_${SIZE}_s$2
-  [ -f "$run/best.pt" ] || manet-edge train cls --data "$DATA" --segmenter "$SEG" --model "$1" --out "$run" \
+  # finished = one history line per epoch (best.pt exists from the first epoch on, so it is no sign)
+  if [ -f "$run/history.jsonl" ] && [ "$(wc -l < "$run/history.jsonl")" -ge "$EPOCHS" ]; then return; fi
+  local resume=""; [ -f "$run/last.pt" ] && resume="--resume"   # an interrupted run continues
+  manet-edge train cls $resume --data "$DATA" --segmenter "$SEG" --model "$1" --out "$run" \
     --splits splits/cls.json --size "$SIZE" --epochs "$EPOCHS" --seed "$2" --workers 1 $FLAGS
 }
 loso() {  # MODEL FOLD
