@@ -57,6 +57,13 @@ def _session(path):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
+def _random_feed(n: int, size: int, *, seed: int, lung: float) -> dict[str, np.ndarray]:
+    """A classifier feed: ``n`` random images in [-1, 1] and masks with about ``lung`` of their pixels set."""
+    rng = np.random.default_rng(seed)
+    return {"image": rng.uniform(-1, 1, (n, 1, size, size)).astype(np.float32),
+            "mask": (rng.uniform(0, 1, (n, 1, size, size)) > 1.0 - lung).astype(np.float32)}
+
+
 # -- heat maps ------------------------------------------------------------------------------------
 
 def test_feature_output_gives_an_exact_cam(tmp_path, synth):
@@ -65,9 +72,7 @@ def test_feature_output_gives_an_exact_cam(tmp_path, synth):
     assert find_head(onnx.load(str(cls))).features == "act"
     sess = _session(cls)
     assert [o.name for o in sess.get_outputs()] == ["logits", FEATURES_OUTPUT]
-    rng = np.random.default_rng(0)
-    feed = {"image": rng.uniform(-1, 1, (3, 1, 64, 64)).astype(np.float32),
-            "mask": (rng.uniform(0, 1, (3, 1, 64, 64)) > 0.3).astype(np.float32)}
+    feed = _random_feed(3, 64, seed=0, lung=0.7)
     logits, feats = sess.run(None, feed)
     w, b = head_weights(cls, read_onnx_card(str(cls)).extra)
     for n in range(3):
@@ -105,9 +110,7 @@ def test_bundled_classifier_has_features_and_same_logits():
     assert card.extra["heatmap"]["output"] == FEATURES_OUTPUT
     sess = _session(cls)
     assert [o.name for o in sess.get_outputs()] == ["logits", FEATURES_OUTPUT]
-    rng = np.random.default_rng(1)
-    feed = {"image": rng.uniform(-1, 1, (2, 1, 128, 128)).astype(np.float32),
-            "mask": (rng.uniform(0, 1, (2, 1, 128, 128)) > 0.5).astype(np.float32)}
+    feed = _random_feed(2, 128, seed=1, lung=0.5)
     logits, feats = sess.run(None, feed)
     assert feats.shape == (2, 512, 4, 4)
     w, b = head_weights(cls, card.extra)
